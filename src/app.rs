@@ -1,0 +1,728 @@
+//! The actions: configuration loaded, options resolved, the plan carried out on the engine,
+//! the outcome reported. Each action is short glue over the other modules.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+
+use crate::advertise::{Advert, Publisher, optinfo};
+use crate::body::{self, Identity, SERVER_PORT};
+use crate::buildtree::{self, BuildTree};
+use crate::cli::{Action, Invocation, Opt};
+use crate::config::{self, ConfigError, GlobalConfig, ServerConfig};
+use crate::engine::{CONCURRENCY, Created, Engine};
+use crate::error::{Error, Result};
+use crate::plan::{self, Start, Stop};
+use crate::report::{self, Report};
+use crate::spec::{self, Host, Request, Server, ServerSpec};
+use crate::{certinfo, image, lock};
+
+/// How long a server may take to accept connections before `start` gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a stopping server gets before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything read from the host before the engine is asked anything.
+pub struct Settings {
+    pub global: GlobalConfig,
+    pub configured: Vec<(PathBuf, ServerConfig)>,
+    pub host: Host,
+}
+
+impl Settings {
+    pub fn tenant(&self) -> String {
+        self.global
+            .tenant
+            .clone()
+            .unwrap_or_else(|| spec::DEFAULT_TENANT.into())
+    }
+}
+
+/// Reads the global file, then the last `-c` file (which must exist), then `--tenant`, then
+/// the server files. Every bad line of every file is reported.
+pub fn load_settings(opts: &[Opt]) -> Result<Settings> {
+    let global_file = std::env::var_os("STAP_SERVER_GLOBAL_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_GLOBAL_FILE));
+    let mut global = GlobalConfig::default();
+    if global_file.is_file() {
+        global = read_config(&global_file, |r, p| config::parse_global(r, p, &global))?;
+    }
+    let extra = opts.iter().rev().find_map(|o| match o {
+        Opt::Config(p) => Some(p.clone()),
+        _ => None,
+    });
+    if let Some(path) = extra {
+        if !path.is_file() {
+            return Err(Error::Config(vec![ConfigError {
+                file: path,
+                line: 0,
+                message: "no such configuration file".into(),
+            }]));
+        }
+        global = read_config(&path, |r, p| config::parse_global(r, p, &global))?;
+    }
+    if let Some(t) = opts.iter().rev().find_map(|o| match o {
+        Opt::Tenant(t) => Some(t.clone()),
+        _ => None,
+    }) {
+        global.tenant = Some(t);
+    }
+
+    let mut configured = Vec::new();
+    let mut errors = Vec::new();
+    if let Ok(dir) = fs::read_dir(&global.config_path) {
+        let mut paths: Vec<PathBuf> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf") && p.is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            match read_config(&path, config::parse_server) {
+                Ok(cfg) => configured.push((path, cfg)),
+                Err(Error::Config(mut e)) => errors.append(&mut e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Config(errors));
+    }
+
+    let uts = nix::sys::utsname::uname().map_err(|e| Error::Invalid(format!("uname: {e}")))?;
+    let installed = spec::installed_releases(&global.modules_path).unwrap_or_default();
+    let host = Host {
+        arch: spec::stap_arch(&uts.machine().to_string_lossy()),
+        release: uts.release().to_string_lossy().into_owned(),
+        installed,
+    };
+    Ok(Settings {
+        global,
+        configured,
+        host,
+    })
+}
+
+fn read_config<T>(
+    path: &Path,
+    parse: impl FnOnce(fs::File, &Path) -> std::result::Result<T, Vec<ConfigError>>,
+) -> Result<T> {
+    let file = fs::File::open(path).map_err(|e| {
+        Error::Config(vec![ConfigError {
+            file: path.into(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(file, path).map_err(Error::Config)
+}
+
+/// Runs one invocation; returns the exit status.
+pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
+    match invocation {
+        Invocation::Service { action, opts } => service(action, &opts, cleanup).await,
+        Invocation::ImageBuild { registry, opts } => {
+            let settings = load_settings(&opts)?;
+            let engine = Engine::connect().await?;
+            let name = image_name(&opts, &settings.global);
+            image::build(&engine, &name, registry).await?;
+            Ok(0)
+        }
+        Invocation::Announce { .. } | Invocation::Compose { .. } => Err(Error::NotInstalled(
+            "this subcommand is not available in this build".into(),
+        )),
+    }
+}
+
+fn image_name(opts: &[Opt], global: &GlobalConfig) -> String {
+    opts.iter()
+        .rev()
+        .find_map(|o| match o {
+            Opt::Image(i) => Some(i.clone()),
+            _ => None,
+        })
+        .or_else(|| global.image.clone())
+        .unwrap_or_else(|| spec::DEFAULT_IMAGE.into())
+}
+
+async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
+    let settings = load_settings(opts)?;
+    if action == Action::Reload {
+        return Ok(3);
+    }
+    if let Some(dir) = settings.global.log_file.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::io("cannot create the log directory", dir, e))?;
+    }
+    let engine = Engine::connect().await?;
+    let tenant = settings.tenant();
+    let observed = engine.servers(&tenant).await?;
+    let request = match spec::resolve(
+        opts,
+        &settings.global,
+        &settings.configured,
+        &observed,
+        &settings.host,
+    ) {
+        Ok(r) => r,
+        Err(spec::NoSuchPid(pid)) => {
+            println!("No stap-server running as pid {pid}");
+            return Ok(1);
+        }
+    };
+    if request.overrides.password && action != Action::Status {
+        return Err(Error::Invalid(
+            "-P is not supported: stap-serverd would ask for the certificate database password \
+             on a terminal, and a server container has none"
+                .into(),
+        ));
+    }
+    let mut ctx = Ctx {
+        engine,
+        settings,
+        report: Report::new(Path::new("/dev/null")),
+        cleanup,
+    };
+    ctx.report = Report::new(&ctx.settings.global.log_file);
+    let targets = request.targets.as_deref();
+    let ok = match action {
+        Action::Status => return Ok(status(&mut ctx, targets, &observed)),
+        Action::Start => {
+            let specs = ctx.wanted(&request);
+            ctx.start(&specs, &observed).await?
+        }
+        Action::Stop => ctx.stop(plan::stop(targets, &observed)).await,
+        Action::Restart => {
+            let specs = match targets {
+                Some(t) => plan::target_specs(t),
+                None if observed.iter().any(|s| s.managed_by_cli) => {
+                    plan::specs_of(&managed(&observed))
+                }
+                None => ctx.wanted(&request),
+            };
+            let stopped = ctx.stop(plan::stop(targets, &observed)).await;
+            let left = ctx.engine.servers(&tenant).await?;
+            ctx.start(&specs, &left).await? && stopped
+        }
+        Action::CondRestart => {
+            let (running, idle) = match targets {
+                Some(t) => plan::running_targets(t, &observed),
+                None => (managed(&observed), vec![]),
+            };
+            if targets.is_none() && running.is_empty() {
+                ctx.report.say("No managed stap-server is running");
+                ctx.report.outcome("condrestart", Ok(()));
+                return Ok(0);
+            }
+            for spec in &idle {
+                let what = format!("stap-server {} is not running", report::spec_options(spec));
+                ctx.report.say(&what);
+                ctx.report.outcome(&what, Ok(()));
+            }
+            let specs = plan::specs_of(&running);
+            let stopped = ctx
+                .stop(running.into_iter().map(Stop::Remove).collect())
+                .await;
+            let left = ctx.engine.servers(&tenant).await?;
+            ctx.start(&specs, &left).await? && stopped
+        }
+        Action::ForceReload => {
+            let stopped = ctx.stop(plan::stop(None, &observed)).await;
+            let specs = ctx.wanted(&request);
+            let left = ctx.engine.servers(&tenant).await?;
+            ctx.start(&specs, &left).await? && stopped
+        }
+        Action::Reload => unreachable!("handled above"),
+    };
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn managed(observed: &[Server]) -> Vec<Server> {
+    observed
+        .iter()
+        .filter(|s| s.managed_by_cli)
+        .cloned()
+        .collect()
+}
+
+/// `status`: classic lines and LSB codes (0 all running, 1 one dead, 3 none or one missing).
+fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Server]) -> u8 {
+    let mut rc = 0;
+    let shown: Vec<Server> = match targets {
+        None => {
+            if observed.is_empty() {
+                ctx.report.print("No managed stap-server is running");
+                return 3;
+            }
+            observed.to_vec()
+        }
+        Some(targets) => {
+            let mut shown = Vec::new();
+            for target in targets {
+                match target {
+                    spec::Target::UnknownNickname { nickname, .. } => {
+                        ctx.report.print(format!(
+                            "No configuration found for the nickname '{nickname}'"
+                        ));
+                        rc = 3;
+                    }
+                    spec::Target::Server(spec) => {
+                        let found: Vec<&Server> = observed
+                            .iter()
+                            .filter(|s| spec.designates(&s.spec))
+                            .collect();
+                        if found.is_empty() {
+                            ctx.report.print(format!(
+                                "stap-server {} is not running",
+                                report::spec_options(spec)
+                            ));
+                            rc = 3;
+                        }
+                        shown.extend(found.into_iter().cloned());
+                    }
+                }
+            }
+            shown
+        }
+    };
+    for server in &shown {
+        ctx.report.print(report::status_line(server));
+        if let Some(serial) = ctx.cert_serial(server) {
+            ctx.report.print(format!("  certificate serial {serial}"));
+        }
+        if !server.running() && rc == 0 {
+            rc = 1;
+        }
+    }
+    rc
+}
+
+/// Containers created by this process and not yet handed over (ready), removed if the
+/// process is interrupted.
+#[derive(Clone, Default)]
+pub struct Cleanup(Arc<Mutex<Vec<String>>>);
+
+impl Cleanup {
+    fn add(&self, id: &str) {
+        self.0.lock().expect("not poisoned").push(id.to_string());
+    }
+    fn done(&self, id: &str) {
+        self.0.lock().expect("not poisoned").retain(|x| x != id);
+    }
+    /// Removes what is still pending (on SIGINT/SIGTERM).
+    pub async fn run(&self) {
+        let ids: Vec<String> = self.0.lock().expect("not poisoned").drain(..).collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Ok(engine) = Engine::connect().await {
+            for id in ids {
+                let _ = engine.remove(&id, Duration::ZERO).await;
+            }
+        }
+    }
+}
+
+struct Ctx {
+    engine: Engine,
+    settings: Settings,
+    report: Report,
+    cleanup: Cleanup,
+}
+
+/// What a server needs from the host, checked before anything is created.
+struct Prepared {
+    spec: ServerSpec,
+    tree: BuildTree,
+    who: Identity,
+}
+
+impl Ctx {
+    /// The servers a start-like action makes when none was named: configured, else default.
+    fn wanted(&self, request: &Request) -> Vec<ServerSpec> {
+        if let Some(t) = &request.targets {
+            return plan::target_specs(t);
+        }
+        let s = &self.settings;
+        let configured =
+            spec::configured_specs(&s.configured, &s.global, &s.host, &request.overrides);
+        if configured.is_empty() {
+            spec::default_specs(&s.global, &s.host, &request.lists, &request.overrides)
+        } else {
+            configured
+        }
+    }
+
+    /// Stops servers concurrently; reports in plan order. True when all stopped.
+    async fn stop(&mut self, steps: Vec<Stop>) -> bool {
+        let engine = self.engine.clone();
+        let results: Vec<Result<()>> = stream::iter(steps.iter().map(|step| {
+            let engine = engine.clone();
+            async move {
+                match step {
+                    Stop::Remove(server) => engine.remove(&server.id, STOP_GRACE).await,
+                    _ => Ok(()),
+                }
+            }
+        }))
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+        let mut ok = true;
+        for (step, result) in steps.iter().zip(results) {
+            match step {
+                Stop::Nothing => {
+                    self.report.say("Stopping stap-server: ");
+                    self.report
+                        .outcome("stap-server: No managed servers to stop", Ok(()));
+                }
+                Stop::NotRunning(spec) => {
+                    let what = format!("stap-server {}", report::spec_options(spec));
+                    self.report.say(format!("Stopping {what}"));
+                    self.report.outcome(&format!("{what} stop"), Ok(()));
+                }
+                Stop::UnknownNickname(nick, spec) => {
+                    self.report
+                        .say(format!("No configuration found for the nickname '{nick}'"));
+                    let what = format!("stap-server stop {}", report::spec_options(spec));
+                    self.report
+                        .outcome(&what, Err(format!("unknown nickname {nick}")));
+                    ok = false;
+                }
+                Stop::Remove(server) => {
+                    let what = format!("stap-server {}", report::running_options(server));
+                    self.report.say(format!("Stopping {what}"));
+                    if result.is_ok() {
+                        self.withdraw(server);
+                    }
+                    ok &= result.is_ok();
+                    self.report
+                        .outcome(&format!("{what} stop"), result.map_err(|e| e.to_string()));
+                }
+            }
+        }
+        ok
+    }
+
+    /// Starts servers: every new one is checked first (nothing is made if one is bad), then
+    /// all are created and awaited concurrently. True when all run.
+    async fn start(&mut self, specs: &[ServerSpec], observed: &[Server]) -> Result<bool> {
+        let steps = plan::start(specs, observed);
+        let mut prepared = Vec::new();
+        let mut problems = Vec::new();
+        for step in &steps {
+            if let Start::Create(spec) | Start::Replace(_, spec) = step {
+                match self.prepare(spec) {
+                    Ok(p) => prepared.push(p),
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems.join("\n")));
+        }
+        // Images and certificates once per distinct value, before the concurrent part.
+        let mut versions = BTreeMap::new();
+        for p in &prepared {
+            if !versions.contains_key(&p.spec.image) {
+                let v = image::ensure(&self.engine, &p.spec.image, &self.settings.global.stat_path)
+                    .await?;
+                versions.insert(p.spec.image.clone(), v);
+            }
+        }
+        let mut volumes = std::collections::BTreeSet::new();
+        for p in &prepared {
+            let volume = body::cert_volume(&p.spec.tenant, &p.spec.user);
+            if volumes.insert(volume.clone()) {
+                self.engine
+                    .ensure_network(&body::network_name(&p.spec.tenant), &p.spec.tenant)
+                    .await?;
+                self.ensure_certificate(p, &volume).await?;
+            }
+        }
+        for step in &steps {
+            if let Start::Replace(old, _) = step {
+                self.engine.remove(&old.id, STOP_GRACE).await?;
+            }
+        }
+
+        let engine = self.engine.clone();
+        let cleanup = self.cleanup.clone();
+        let results: Vec<Result<Server>> = stream::iter(prepared.iter().map(|p| {
+            let engine = engine.clone();
+            let cleanup = cleanup.clone();
+            async move { create_and_wait(&engine, p, &cleanup).await }
+        }))
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+
+        let mut results = results.into_iter();
+        let mut ok = true;
+        for step in &steps {
+            let (spec, outcome): (&ServerSpec, std::result::Result<Option<Server>, String>) =
+                match step {
+                    Start::Running(s) => (&s.spec, Ok(None)),
+                    Start::Conflict(spec, s) => (
+                        spec,
+                        Err(format!(
+                            "a server for release {} already runs with other settings ({}): \
+                             use restart to apply these",
+                            s.spec.release,
+                            report::running_options(s)
+                        )),
+                    ),
+                    Start::Create(spec) | Start::Replace(_, spec) => (
+                        spec,
+                        results
+                            .next()
+                            .expect("one result per creation")
+                            .map(Some)
+                            .map_err(|e| e.to_string()),
+                    ),
+                };
+            let what = format!("stap-server {}", report::spec_options(spec));
+            self.report.say(format!("Starting {what}"));
+            if let Ok(Some(server)) = &outcome {
+                let version = versions.get(&spec.image).cloned().unwrap_or_default();
+                self.advertise(server, &version);
+            }
+            ok &= outcome.is_ok();
+            self.report
+                .outcome(&format!("{what} start"), outcome.map(|_| ()));
+        }
+        Ok(ok)
+    }
+
+    /// Host-side checks of one server to be made.
+    fn prepare(&self, spec: &ServerSpec) -> Result<Prepared> {
+        let who = identity(&spec.user)?;
+        let tree = buildtree::resolve(&spec.release, &self.settings.global.modules_path)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        if let Some(port) = spec.port {
+            port_free(port)?;
+        }
+        for path in spec.includes.iter().chain(&spec.runtime) {
+            if !Path::new(path).is_dir() {
+                return Err(Error::Invalid(format!("{path} is not a directory")));
+            }
+        }
+        // The server appends to its log through a bind mount: the file must exist and be
+        // the server user's.
+        let log = &spec.log;
+        if let Some(dir) = log.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        }
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::io("cannot create the log file", log, e))?;
+        nix::unistd::chown(log.as_path(), Some(who.uid.into()), Some(who.gid.into()))
+            .map_err(|e| Error::io("cannot hand over the log file", log, e.into()))?;
+        if let Some(ssl) = &spec.ssl {
+            fs::create_dir_all(ssl).map_err(|e| Error::io("cannot create", ssl, e))?;
+            nix::unistd::chown(ssl.as_path(), Some(who.uid.into()), Some(who.gid.into()))
+                .map_err(|e| Error::io("cannot hand over", ssl, e.into()))?;
+        }
+        Ok(Prepared {
+            spec: spec.clone(),
+            tree,
+            who,
+        })
+    }
+
+    /// Makes the certificate in the user's volume once, under a host lock, so servers started
+    /// together never race to create it.
+    async fn ensure_certificate(&self, p: &Prepared, volume: &str) -> Result<()> {
+        let _lock = lock::Lock::take(&self.settings.global.stat_path, volume)?;
+        let mountpoint = self.engine.ensure_volume(volume, &p.spec.tenant).await?;
+        if let Some(m) = &mountpoint
+            && Path::new(m).join("ssl/server/stap.cert").is_file()
+        {
+            return Ok(());
+        }
+        let body = body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant);
+        let (code, out) = self
+            .engine
+            .run_once(&format!("{volume}-init"), body)
+            .await?;
+        if code != 0 {
+            return Err(Error::Invalid(format!(
+                "cannot make the certificate in volume {volume} (exit {code}): {}",
+                out.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn cert_serial(&self, server: &Server) -> Option<String> {
+        let volume = body::cert_volume(&server.spec.tenant, &server.spec.user);
+        let path = match &server.spec.ssl {
+            Some(ssl) => ssl.join("stap.cert"),
+            None => PathBuf::from(format!(
+                "/var/lib/docker/volumes/{volume}/_data/ssl/server/stap.cert"
+            )),
+        };
+        certinfo::read_serial(&path).ok()
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(self.settings.global.avahi_services_path.clone())
+    }
+
+    /// Publishes a server over mDNS through avahi's service files, when avahi is there.
+    fn advertise(&mut self, server: &Server, version: &str) {
+        let Some(port) = server.host_port else { return };
+        let certinfo = self.cert_serial(server).unwrap_or_default();
+        let spec = &server.spec;
+        let kernel_release = buildtree::resolve(&spec.release, &self.settings.global.modules_path)
+            .map(|t| t.kernel_release)
+            .unwrap_or_else(|_| spec.release.clone());
+        let advert = Advert {
+            name: format!(
+                "Systemtap Compile Server on %h {}",
+                server
+                    .display_nickname()
+                    .unwrap_or_else(|| server.name.clone())
+            ),
+            port,
+            release: kernel_release,
+            arch: spec.arch.clone(),
+            version: version.into(),
+            optinfo: optinfo(
+                &spec.includes,
+                &spec.defines,
+                &spec.builds,
+                spec.runtime.as_deref(),
+            ),
+            certinfo,
+        };
+        if let Err(e) = self.publisher().publish(&server.name, &advert) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                self.report.log(&format!(
+                    "{} does not exist: servers are not advertised over mDNS",
+                    self.settings.global.avahi_services_path.display()
+                ));
+            } else {
+                eprintln!("stap-server: cannot advertise {}: {e}", server.name);
+            }
+        }
+    }
+
+    fn withdraw(&mut self, server: &Server) {
+        let _ = self.publisher().withdraw(&server.name);
+    }
+}
+
+/// Creates one server's container, starts it and waits until it accepts connections. On
+/// failure the container is removed and the error carries its last log lines.
+async fn create_and_wait(engine: &Engine, p: &Prepared, cleanup: &Cleanup) -> Result<Server> {
+    let name = body::container_name(&p.spec);
+    let body = body::container_body(&p.spec, &p.tree, p.who, "cli");
+    let id = match engine.create(&name, body).await? {
+        Created::New(id) => {
+            cleanup.add(&id);
+            id
+        }
+        // Another manager is making the same server: wait for it like our own.
+        Created::Exists => name.clone(),
+    };
+    let result = async {
+        engine.start(&id).await?;
+        wait_ready(engine, &id).await
+    }
+    .await;
+    cleanup.done(&id);
+    match result {
+        Ok(rt) => Ok(Server {
+            spec: p.spec.clone(),
+            id: id.clone(),
+            name,
+            state: "running".into(),
+            pid: rt.pid,
+            host_port: rt.host_port,
+            managed_by_cli: true,
+        }),
+        Err(e) => {
+            let logs = engine.logs_tail(&id, 20).await;
+            let _ = engine.remove(&id, Duration::ZERO).await;
+            Err(Error::Invalid(format!(
+                "{e}\nlast lines of the server's log:\n{}",
+                logs.trim_end()
+            )))
+        }
+    }
+}
+
+/// Waits until the server accepts connections, first on its container address (the host
+/// port's proxy accepts before the server listens), then on the host port.
+async fn wait_ready(engine: &Engine, id: &str) -> Result<crate::engine::Runtime> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let rt = engine.inspect(id).await?;
+        if rt.state == "exited" || rt.state == "dead" {
+            return Err(Error::Invalid(format!(
+                "the server exited (status {}) before accepting connections",
+                rt.exit_code.unwrap_or_default()
+            )));
+        }
+        if let (Some(ip), Some(port)) = (rt.ip, rt.host_port) {
+            let inner = SocketAddr::new(ip, SERVER_PORT);
+            if connects(inner).await && connects(SocketAddr::from(([127, 0, 0, 1], port))).await {
+                return Ok(rt);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Invalid(format!(
+                "the server did not accept connections within {} s",
+                READY_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+async fn connects(addr: SocketAddr) -> bool {
+    tokio::task::spawn_blocking(move || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The host's uid and gid of `user`; root and unknown users are refused.
+pub fn identity(user: &str) -> Result<Identity> {
+    let found = nix::unistd::User::from_name(user)
+        .map_err(|e| Error::Invalid(format!("cannot look up user {user}: {e}")))?;
+    let Some(u) = found else {
+        return Err(Error::Invalid(format!(
+            "unknown user '{user}': create it (useradd --system {user}) or choose another with -u"
+        )));
+    };
+    if u.uid.is_root() {
+        return Err(Error::Invalid(format!(
+            "refusing to run a server as root (user '{user}' has uid 0): choose an unprivileged user with -u"
+        )));
+    }
+    Ok(Identity {
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+    })
+}
+
+/// A pinned port must be free on the host before anything is created.
+fn port_free(port: u16) -> Result<()> {
+    TcpListener::bind(("0.0.0.0", port))
+        .map(drop)
+        .map_err(|e| Error::Invalid(format!("port {port} is already in use on this host ({e})")))
+}

@@ -1,0 +1,431 @@
+//! The compile-server image: built through the Engine API from `images/` (embedded in the
+//! binary, so it builds from anywhere), on top of either `debian:trixie-slim` (hosts with a
+//! registry) or a root filesystem that mmdebstrap makes from the host's own apt sources and
+//! streams straight into the engine (hosts without one).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
+use futures_util::StreamExt;
+use tokio_util::io::ReaderStream;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::spec::DEFAULT_IMAGE;
+
+const DOCKERFILE: &str = include_str!("../images/Dockerfile");
+const ENTRYPOINT: &str = include_str!("../images/entrypoint");
+
+/// The offline base: Debian trixie with the packages, imported from mmdebstrap's tar.
+pub const ROOTFS_IMAGE: &str = "stap-server-rootfs:trixie";
+/// The packages of the image (trixie's systemtap 5.1 and the toolchains kernels call).
+pub const PACKAGES: &str =
+    "systemtap-server systemtap gcc gcc-12 gcc-14 make libc6-dev kmod procps";
+/// The label that carries the image's systemtap version (advertised as `version=`).
+pub const VERSION_LABEL: &str = "io.stap-server.systemtap-version";
+const SUITE: &str = "trixie";
+
+/// Makes sure `image` is present, building ours when it is missing; returns its systemtap
+/// version. Other images must be built or loaded by their owner.
+pub async fn ensure(engine: &Engine, image: &str, lock_dir: &Path) -> Result<String> {
+    if let Some(labels) = engine.image_labels(image).await? {
+        return Ok(version_of(&labels));
+    }
+    if image != DEFAULT_IMAGE {
+        return Err(Error::NotInstalled(format!(
+            "image {image} is not present: build it with `stap-server image build --image {image}` \
+             or load it with `docker load`"
+        )));
+    }
+    // One builder at a time; the others find the image made when they get the lock.
+    let _lock = crate::lock::Lock::take(lock_dir, "image")?;
+    if let Some(labels) = engine.image_labels(image).await? {
+        return Ok(version_of(&labels));
+    }
+    eprintln!("stap-server: image {image} is missing; building it (this takes a few minutes)");
+    build(engine, image, false).await
+}
+
+fn version_of(labels: &HashMap<String, String>) -> String {
+    labels
+        .get(VERSION_LABEL)
+        .cloned()
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Builds `image`: the offline route unless `registry`.
+pub async fn build(engine: &Engine, image: &str, registry: bool) -> Result<String> {
+    let base = if registry {
+        "debian:trixie-slim".to_string()
+    } else {
+        ensure_rootfs(engine).await?;
+        ROOTFS_IMAGE.to_string()
+    };
+    // The first build gives the packages; the second only adds the version label (cached).
+    build_dockerfile(engine, image, &base, "").await?;
+    let version = probe_version(engine, image).await?;
+    build_dockerfile(engine, image, &base, &version).await?;
+    eprintln!("stap-server: image {image} built (systemtap {version})");
+    Ok(version)
+}
+
+async fn build_dockerfile(engine: &Engine, image: &str, base: &str, version: &str) -> Result<()> {
+    let fail = |reason: String| Error::Image {
+        image: image.into(),
+        reason,
+    };
+    let context =
+        build_context().map_err(|e| fail(format!("cannot make the build context: {e}")))?;
+    let args = HashMap::from([
+        ("BASE".to_string(), base.to_string()),
+        ("VERSION".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("SYSTEMTAP_VERSION".to_string(), version.to_string()),
+    ]);
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(image)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&args)
+        .build();
+    let mut stream =
+        engine
+            .docker()
+            .build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| fail(e.to_string()))?;
+        if let Some(line) = info.stream {
+            eprint!("{line}");
+        }
+        if let Some(detail) = info.error_detail {
+            return Err(fail(detail.message.unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
+/// The build context: the Dockerfile and the entry point, as a tar made in memory.
+pub fn build_context() -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, text, mode) in [
+        ("Dockerfile", DOCKERFILE, 0o644),
+        ("entrypoint", ENTRYPOINT, 0o755),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, text.as_bytes())?;
+    }
+    tar.into_inner()
+}
+
+/// Asks the image which systemtap it carries (upstream version, e.g. `5.1`).
+async fn probe_version(engine: &Engine, image: &str) -> Result<String> {
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        entrypoint: Some(vec![
+            "dpkg-query".into(),
+            "-W".into(),
+            "-f=${Version}".into(),
+            "systemtap".into(),
+        ]),
+        labels: Some(
+            crate::labels::ownership("image-probe", "cli")
+                .into_iter()
+                .collect(),
+        ),
+        ..ContainerCreateBody::default()
+    };
+    let name = format!("stap-server-image-probe-{}", std::process::id());
+    let (code, out) = engine.run_once(&name, body).await?;
+    let full = out.trim();
+    if code != 0 || full.is_empty() {
+        return Err(Error::Image {
+            image: image.into(),
+            reason: format!("systemtap is not installed in it ({full})"),
+        });
+    }
+    Ok(upstream_version(full))
+}
+
+/// `5.1-5` → `5.1`; `1:2.3-4` → `2.3`.
+pub fn upstream_version(debian: &str) -> String {
+    let no_epoch = debian.split_once(':').map_or(debian, |(_, v)| v);
+    no_epoch
+        .rsplit_once('-')
+        .map_or(no_epoch, |(v, _)| v)
+        .to_string()
+}
+
+/// Imports the offline root filesystem unless present: mmdebstrap's tar goes straight from
+/// its standard output into the engine, with no temporary file.
+async fn ensure_rootfs(engine: &Engine) -> Result<()> {
+    if engine.image_labels(ROOTFS_IMAGE).await?.is_some() {
+        return Ok(());
+    }
+    let fail = |reason: String| Error::Image {
+        image: ROOTFS_IMAGE.into(),
+        reason,
+    };
+    if which("mmdebstrap").is_none() {
+        return Err(Error::NotInstalled(
+            "mmdebstrap is needed to build the image without a registry: apt-get install mmdebstrap"
+                .into(),
+        ));
+    }
+    let sources = host_sources().map_err(fail)?;
+    // mmdebstrap reads deb822 sources from a file whose name ends in .sources.
+    let mut file = tempfile::Builder::new()
+        .prefix("stap-server-")
+        .suffix(".sources")
+        .tempfile()
+        .map_err(|e| fail(format!("cannot write the apt sources: {e}")))?;
+    file.write_all(sources.as_bytes())
+        .and_then(|()| file.flush())
+        .map_err(|e| fail(format!("cannot write the apt sources: {e}")))?;
+    let include = PACKAGES.replace(' ', ",");
+    eprintln!("stap-server: making the {SUITE} root filesystem with mmdebstrap");
+    let mut child = tokio::process::Command::new("mmdebstrap")
+        .args([
+            "--variant=apt",
+            "--format=tar",
+            &format!("--include={include}"),
+            "--aptopt=Acquire::Check-Valid-Until \"false\"",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+            "--dpkgopt=path-exclude=/usr/share/info/*",
+            "--dpkgopt=path-exclude=/usr/share/lintian/*",
+            SUITE,
+            "-",
+        ])
+        .arg(file.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot run mmdebstrap: {e}")))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (repo, tag) = ROOTFS_IMAGE.split_once(':').expect("the name has a tag");
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(tag)
+        .build();
+    let mut import = engine.docker().create_image(
+        Some(options),
+        Some(bollard::body_try_stream(ReaderStream::new(stdout))),
+        None,
+    );
+    let mut import_error = None;
+    while let Some(item) = import.next().await {
+        if let Err(e) = item {
+            import_error = Some(e.to_string());
+            break;
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| fail(format!("mmdebstrap: {e}")))?;
+    if !status.success() {
+        let _ = engine
+            .docker()
+            .remove_image(
+                ROOTFS_IMAGE,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+        return Err(fail(format!("mmdebstrap failed ({status})")));
+    }
+    if let Some(e) = import_error {
+        return Err(fail(format!("the engine refused the root filesystem: {e}")));
+    }
+    Ok(())
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The host's Debian apt sources, in deb822 form, with its release's suites renamed to
+/// trixie. Only Debian's own archives are kept (those that name the host's codename).
+pub fn host_sources() -> std::result::Result<String, String> {
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename = os
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .ok_or("cannot tell this host's Debian release from /etc/os-release")?;
+    let mut texts = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let ext = p.extension().and_then(|e| e.to_str());
+            if matches!(ext, Some("sources") | Some("list"))
+                && let Ok(text) = std::fs::read_to_string(&p)
+            {
+                texts.push((ext == Some("list"), text));
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/etc/apt/sources.list") {
+        texts.push((true, text));
+    }
+    let stanzas = rewrite_sources(&texts, &codename, SUITE);
+    if stanzas.is_empty() {
+        return Err(format!(
+            "no Debian apt source for {codename} found in /etc/apt/sources.list(.d)"
+        ));
+    }
+    Ok(stanzas)
+}
+
+/// Turns apt sources (deb822 `.sources` or one-line `.list` texts) into deb822 stanzas for
+/// `to`, keeping only the entries whose suites are `from` or its -updates/-security.
+pub fn rewrite_sources(texts: &[(bool, String)], from: &str, to: &str) -> String {
+    let rename = |suite: &str| -> Option<String> {
+        let rest = suite.strip_prefix(from)?;
+        (rest.is_empty() || rest.starts_with('-')).then(|| format!("{to}{rest}"))
+    };
+    let mut out = String::new();
+    for (one_line, text) in texts {
+        if *one_line {
+            for line in text.lines().map(str::trim) {
+                let mut words = line.split_whitespace();
+                if words.next() != Some("deb") {
+                    continue;
+                }
+                let mut rest: Vec<&str> = words.collect();
+                // An option block `[a=b c=d]` may span several words.
+                let mut signed = None;
+                if rest.first().is_some_and(|w| w.starts_with('[')) {
+                    let end = rest.iter().position(|w| w.ends_with(']')).unwrap_or(0);
+                    for opt in rest.drain(..=end) {
+                        if let Some(v) = opt.trim_matches(['[', ']']).strip_prefix("signed-by=") {
+                            signed = Some(v.to_string());
+                        }
+                    }
+                }
+                if rest.len() < 3 {
+                    continue;
+                }
+                let Some(suite) = rename(rest[1]) else {
+                    continue;
+                };
+                out.push_str(&format!(
+                    "Types: deb\nURIs: {}\nSuites: {suite}\nComponents: {}\n",
+                    rest[0],
+                    rest[2..].join(" ")
+                ));
+                if let Some(s) = signed {
+                    out.push_str(&format!("Signed-By: {s}\n"));
+                }
+                out.push('\n');
+            }
+        } else {
+            for stanza in text.split("\n\n") {
+                let mut kept = String::new();
+                let mut suites = Vec::new();
+                let mut is_deb = false;
+                for line in stanza.lines() {
+                    if line.starts_with('#') {
+                        continue;
+                    }
+                    if let Some(v) = line.strip_prefix("Types:") {
+                        is_deb = v.split_whitespace().any(|t| t == "deb");
+                        kept.push_str("Types: deb\n");
+                    } else if let Some(v) = line.strip_prefix("Suites:") {
+                        suites = v.split_whitespace().filter_map(rename).collect();
+                    } else if !line.trim().is_empty() {
+                        kept.push_str(line);
+                        kept.push('\n');
+                    }
+                }
+                if is_deb && !suites.is_empty() {
+                    out.push_str(&kept);
+                    out.push_str(&format!("Suites: {}\n\n", suites.join(" ")));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(upstream_version("5.1-5"), "5.1");
+        assert_eq!(upstream_version("1:2.3-4+b1"), "2.3");
+        assert_eq!(upstream_version("5.1"), "5.1");
+    }
+
+    #[test]
+    fn deb822_sources_are_renamed_and_filtered() {
+        let text = "Types: deb\n# comment\nURIs: http://mirror.example/debian\n\
+                    Suites: bookworm bookworm-updates\nComponents: main\n\
+                    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n\
+                    Types: deb\nURIs: http://other.example/\nSuites: stable\nComponents: x\n";
+        let out = rewrite_sources(&[(false, text.into())], "bookworm", "trixie");
+        assert_eq!(
+            out,
+            "Types: deb\nURIs: http://mirror.example/debian\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\
+             Suites: trixie trixie-updates\n\n"
+        );
+    }
+
+    #[test]
+    fn one_line_sources_become_deb822() {
+        let text = "deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm-security main contrib\n\
+                    deb-src http://m.example/debian bookworm main\n\
+                    deb http://m.example/debian bookwormish main\n";
+        let out = rewrite_sources(&[(true, text.into())], "bookworm", "trixie");
+        assert_eq!(
+            out,
+            "Types: deb\nURIs: http://m.example/debian\nSuites: trixie-security\n\
+             Components: main contrib\nSigned-By: /k.gpg\n\n"
+        );
+    }
+
+    #[test]
+    fn the_context_holds_an_executable_entrypoint() {
+        let bytes = build_context().unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let entries: Vec<(String, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("Dockerfile".to_string(), 0o644),
+                ("entrypoint".to_string(), 0o755)
+            ]
+        );
+    }
+}

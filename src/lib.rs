@@ -1,0 +1,37 @@
+//! `stap-server`: SystemTap compile servers, each in its own Docker container, managed with
+//! the classic `stap-server` command line and configuration files.
+//!
+//! # Layout
+//! - [`cli`]: the classic grammar (clap), options kept in the order given.
+//! - [`config`]: the global and server configuration files; a parser over `impl Read` with
+//!   file:line errors.
+//! - [`limits`]: resource limits of server containers and their safe defaults.
+//! - [`spec`]: `ServerSpec` and its resolution from options, configuration and running servers.
+//! - [`buildtree`]: a release or a path → the build tree and the host directories it needs.
+//! - [`plan`]: the classic action semantics as pure functions.
+//! - [`labels`]: the label schema, written and read in one place.
+//! - [`body`]: `ServerSpec` → container name and create body (pure).
+//! - [`engine`]: the only module that speaks bollard.
+//! - [`image`]: the compile-server image, offline (mmdebstrap) or from a registry.
+//! - [`advertise`], [`certinfo`]: mDNS through avahi service files; certificate serials.
+//! - [`report`]: classic output lines and the log file.
+//! - [`lock`]: host locks for once-only work.
+//! - [`app`]: the actions, glue from the command line to the modules above.
+//! - [`error`]: the error enum and its exit codes.
+
+pub mod advertise;
+pub mod app;
+pub mod body;
+pub mod buildtree;
+pub mod certinfo;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod image;
+pub mod labels;
+pub mod limits;
+pub mod lock;
+pub mod plan;
+pub mod report;
+pub mod spec;

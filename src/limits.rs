@@ -1,0 +1,189 @@
+//! Resource limits of a server container: the values the configuration may set and the safe
+//! defaults every server gets.
+
+/// Limits as configured; `None` means "the default" (or the global setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes (`MEMORY`, `--memory`).
+    pub memory: Option<i64>,
+    /// CPUs in billionths (`CPUS`, `--cpus`).
+    pub nano_cpus: Option<i64>,
+    /// Processes and threads (`PIDS`, `--pids`).
+    pub pids: Option<i64>,
+    /// Size of the temporary directory's tmpfs, in bytes (`TMPSIZE`, `--tmpsize`).
+    pub tmp_size: Option<u64>,
+}
+
+/// The limits a server gets when nothing else is configured: enough for a kernel module build,
+/// small enough that one tenant's request cannot starve the host.
+pub const DEFAULT: Resolved = Resolved {
+    memory: 1 << 30,
+    nano_cpus: 1_000_000_000,
+    pids: 256,
+    tmp_size: 256 << 20,
+};
+
+/// The largest file a server may write, in bytes (the `fsize` ulimit).
+pub const FILE_SIZE: i64 = 256 << 20;
+
+/// Limits with every value decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resolved {
+    pub memory: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+    pub tmp_size: u64,
+}
+
+const VARIABLES: [&str; 4] = ["MEMORY", "CPUS", "PIDS", "TMPSIZE"];
+
+/// Whether `var` is one of the limit variables.
+pub fn is_limit(var: &str) -> bool {
+    VARIABLES.contains(&var)
+}
+
+impl Limits {
+    /// Sets the limit named by a configuration variable. Returns `Ok(false)` when `var` is not a
+    /// limit variable; an empty value resets to the default.
+    pub fn set(&mut self, var: &str, value: &str) -> Result<bool, String> {
+        let slot = match var {
+            "MEMORY" => &mut self.memory,
+            "CPUS" => &mut self.nano_cpus,
+            "PIDS" => &mut self.pids,
+            "TMPSIZE" => {
+                self.tmp_size = if value.is_empty() {
+                    None
+                } else {
+                    Some(size(value)? as u64)
+                };
+                return Ok(true);
+            }
+            _ => return Ok(false),
+        };
+        *slot = if value.is_empty() {
+            None
+        } else {
+            Some(match var {
+                "MEMORY" => memory(value)?,
+                "CPUS" => cpus(value)?,
+                _ => pids(value)?,
+            })
+        };
+        Ok(true)
+    }
+
+    /// `self` where set, otherwise `under`.
+    pub fn over(self, under: Limits) -> Limits {
+        Limits {
+            memory: self.memory.or(under.memory),
+            nano_cpus: self.nano_cpus.or(under.nano_cpus),
+            pids: self.pids.or(under.pids),
+            tmp_size: self.tmp_size.or(under.tmp_size),
+        }
+    }
+
+    pub fn resolve(self) -> Resolved {
+        Resolved {
+            memory: self.memory.unwrap_or(DEFAULT.memory),
+            nano_cpus: self.nano_cpus.unwrap_or(DEFAULT.nano_cpus),
+            pids: self.pids.unwrap_or(DEFAULT.pids),
+            tmp_size: self.tmp_size.unwrap_or(DEFAULT.tmp_size),
+        }
+    }
+}
+
+/// A size such as `1073741824`, `512m`, `1g` or `64k` (powers of 1024).
+pub fn size(v: &str) -> Result<i64, String> {
+    let bad = || format!("\"{v}\" is not a size such as 512m or 1g");
+    let lower = v.to_ascii_lowercase();
+    let (digits, shift) = match lower.strip_suffix('b').unwrap_or(&lower) {
+        s if s.ends_with('k') => (&s[..s.len() - 1], 10),
+        s if s.ends_with('m') => (&s[..s.len() - 1], 20),
+        s if s.ends_with('g') => (&s[..s.len() - 1], 30),
+        s => (s, 0),
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    if n <= 0 {
+        return Err(bad());
+    }
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// Memory: a size of at least 64m (less cannot build a module).
+pub fn memory(v: &str) -> Result<i64, String> {
+    let n = size(v)?;
+    if n < 64 << 20 {
+        return Err(format!(
+            "memory \"{v}\" is below the 64m a module build needs"
+        ));
+    }
+    Ok(n)
+}
+
+/// CPUs: a decimal such as `1` or `0.5`, above 0.
+pub fn cpus(v: &str) -> Result<i64, String> {
+    match v.parse::<f64>() {
+        Ok(c) if c > 0.0 && c <= 1024.0 => Ok((c * 1e9).round() as i64),
+        _ => Err(format!(
+            "cpus \"{v}\" is not a number of CPUs above 0, such as 1 or 0.5"
+        )),
+    }
+}
+
+/// Pids: at least 16 (a build runs make, gcc and their children).
+pub fn pids(v: &str) -> Result<i64, String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= 16 => Ok(n),
+        _ => Err(format!("pids \"{v}\" is not a whole number of 16 or more")),
+    }
+}
+
+/// Tmpfs size for the command line (same form as `size`).
+pub fn tmp_size(v: &str) -> Result<u64, String> {
+    size(v).map(|n| n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("1024"), Ok(1024));
+        assert_eq!(size("64k"), Ok(64 << 10));
+        assert_eq!(size("512M"), Ok(512 << 20));
+        assert_eq!(size("2g"), Ok(2 << 30));
+        assert_eq!(size("2gb"), Ok(2 << 30));
+        assert!(size("0").is_err());
+        assert!(size("-1m").is_err());
+        assert!(size("lots").is_err());
+        assert!(size("99999999999g").is_err());
+    }
+
+    #[test]
+    fn bounds() {
+        assert!(memory("32m").is_err());
+        assert_eq!(cpus("0.5"), Ok(500_000_000));
+        assert!(cpus("0").is_err());
+        assert!(cpus("nan").is_err());
+        assert!(pids("8").is_err());
+        assert_eq!(pids("100"), Ok(100));
+    }
+
+    #[test]
+    fn layering() {
+        let mut server = Limits::default();
+        assert_eq!(server.set("PIDS", "64"), Ok(true));
+        assert_eq!(server.set("PORT", "1"), Ok(false));
+        let global = Limits {
+            memory: Some(2 << 30),
+            pids: Some(512),
+            ..Limits::default()
+        };
+        let resolved = server.over(global).resolve();
+        assert_eq!(resolved.pids, 64);
+        assert_eq!(resolved.memory, 2 << 30);
+        assert_eq!(resolved.nano_cpus, DEFAULT.nano_cpus);
+        assert_eq!(resolved.tmp_size, DEFAULT.tmp_size);
+    }
+}

@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use stap_server::app::{self, Cleanup};
+use stap_server::cli;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("STAP_SERVER_TRACE"))
+        .with_writer(std::io::stderr)
+        .init();
+    let invocation = match cli::parse(std::env::args_os()) {
+        Ok(i) => i,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            // Help and version are successes; everything else is a usage error (LSB: 2).
+            return ExitCode::from(if code == 0 { 0 } else { 2 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stap-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cleanup = Cleanup::default();
+    let result = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            r = app::run(invocation, cleanup.clone()) => r,
+            _ = tokio::signal::ctrl_c() => { cleanup.run().await; Err(stap_server::error::Error::Interrupted) }
+            _ = term.recv() => { cleanup.run().await; Err(stap_server::error::Error::Interrupted) }
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("stap-server: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
