@@ -1,0 +1,193 @@
+//! Shared harness for the tests that use the real engine and the real stap client.
+//!
+//! Every test gets a tenant of its own (so runs never collide), a global configuration file
+//! that points the state, log and avahi paths into a temporary directory, and a guard that
+//! removes whatever carries the tenant's label when the test ends, passed or failed.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Env {
+    pub tenant: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+/// Fails the test with a message when a prerequisite is missing.
+pub fn require(program: &str, why: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "missing prerequisite: {program} ({why})");
+}
+
+pub fn require_engine() {
+    require("docker", "the Docker CLI, to inspect what the manager made");
+    let ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "missing prerequisite: a running Docker engine (dockerd)");
+}
+
+/// The release of the installed kernel headers (linux-headers-amd64).
+pub fn headers_release() -> String {
+    let mut found: Vec<String> = std::fs::read_dir("/lib/modules")
+        .expect("missing prerequisite: /lib/modules (apt-get install linux-headers-amd64)")
+        .flatten()
+        .filter(|e| e.path().join("build/Makefile").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("missing prerequisite: a kernel build tree under /lib/modules (apt-get install linux-headers-amd64)")
+}
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        require_engine();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tenant = format!("t{}-{}-{n}", std::process::id(), name);
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("avahi")).unwrap();
+        let config = dir.path().join("global.conf");
+        let env = Env {
+            tenant,
+            dir,
+            config,
+        };
+        env.write_global("");
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes the global file: the tenant and temporary paths, then `extra` lines.
+    pub fn write_global(&self, extra: &str) {
+        let d = self.dir.path().display();
+        std::fs::write(
+            &self.config,
+            format!(
+                "TENANT={}\nCONFIG_PATH={d}/conf.d\nSTAT_PATH={d}/stat\nLOG_FILE={d}/log/log\n\
+                 AVAHI_SERVICES_PATH={d}/avahi\n{extra}",
+                self.tenant
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Runs the manager with this test's configuration.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stap-server"));
+        cmd.args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env("STAP_SERVER_GLOBAL_CONFIG", "/nonexistent/stap-server-global");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run stap-server")
+    }
+
+    /// Names of the containers of this tenant (running or not).
+    pub fn containers(&self) -> Vec<String> {
+        lines(&docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.stap-server.tenant={}", self.tenant),
+            "--format",
+            "{{.Names}}",
+        ]))
+    }
+
+    /// The host port the tenant's server for `release` is published on.
+    pub fn port_of(&self, status: &str) -> u16 {
+        let after = status.split("--port \"").nth(1).expect("a --port in the status line");
+        after[..after.find('"').unwrap()].parse().unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let label = format!("label=io.stap-server.tenant={}", self.tenant);
+        let ids = lines(&docker(&["ps", "-aq", "--filter", &label]));
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            docker(&args);
+        }
+        for kind in ["volume", "network"] {
+            let names = lines(&docker(&[kind, "ls", "-q", "--filter", &label]));
+            if !names.is_empty() {
+                let mut args = vec![kind, "rm"];
+                args.extend(names.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+    }
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().expect("run docker")
+}
+
+pub fn lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Trusts the server at `port` in a client database of the test's own, then compiles a
+/// module through it with the stock client; returns the module's path.
+pub fn compile(client_dir: &Path, port: u16, release: &str) -> PathBuf {
+    require("stap", "the systemtap client (apt-get install systemtap)");
+    std::fs::create_dir_all(client_dir).unwrap();
+    let server = format!("--use-server=127.0.0.1:{port}");
+    let trust = Command::new("stap")
+        .args(["--trust-servers=ssl,no-prompt", &server])
+        .env("SYSTEMTAP_DIR", client_dir.join(".systemtap"))
+        .output()
+        .unwrap();
+    assert!(trust.status.success(), "trust: {}", text(&trust));
+    let out = Command::new("stap")
+        .args([&server, "-r", release, "-p4", "-m", "hello", "-e", "probe begin { exit() }"])
+        .current_dir(client_dir)
+        .env("SYSTEMTAP_DIR", client_dir.join(".systemtap"))
+        .output()
+        .unwrap();
+    let module = client_dir.join("hello.ko");
+    assert!(
+        out.status.success() && module.is_file(),
+        "compile through 127.0.0.1:{port} for {release}: {}",
+        text(&out)
+    );
+    module
+}
