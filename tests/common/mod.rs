@@ -35,7 +35,10 @@ pub fn require_engine() {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(ok, "missing prerequisite: a running Docker engine (dockerd)");
+    assert!(
+        ok,
+        "missing prerequisite: a running Docker engine (dockerd)"
+    );
 }
 
 /// The release of the installed kernel headers (linux-headers-amd64).
@@ -95,10 +98,10 @@ impl Env {
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stap-server"));
-        cmd.args(args)
-            .arg("-c")
-            .arg(&self.config)
-            .env("STAP_SERVER_GLOBAL_CONFIG", "/nonexistent/stap-server-global");
+        cmd.args(args).arg("-c").arg(&self.config).env(
+            "STAP_SERVER_GLOBAL_CONFIG",
+            "/nonexistent/stap-server-global",
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -119,7 +122,10 @@ impl Env {
 
     /// The host port the tenant's server for `release` is published on.
     pub fn port_of(&self, status: &str) -> u16 {
-        let after = status.split("--port \"").nth(1).expect("a --port in the status line");
+        let after = status
+            .split("--port \"")
+            .nth(1)
+            .expect("a --port in the status line");
         after[..after.find('"').unwrap()].parse().unwrap()
     }
 }
@@ -145,7 +151,10 @@ impl Drop for Env {
 }
 
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).output().expect("run docker")
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
 }
 
 pub fn lines(o: &Output) -> Vec<String> {
@@ -178,7 +187,16 @@ pub fn compile(client_dir: &Path, port: u16, release: &str) -> PathBuf {
         .unwrap();
     assert!(trust.status.success(), "trust: {}", text(&trust));
     let out = Command::new("stap")
-        .args([&server, "-r", release, "-p4", "-m", "hello", "-e", "probe begin { exit() }"])
+        .args([
+            &server,
+            "-r",
+            release,
+            "-p4",
+            "-m",
+            "hello",
+            "-e",
+            "probe begin { exit() }",
+        ])
         .current_dir(client_dir)
         .env("SYSTEMTAP_DIR", client_dir.join(".systemtap"))
         .output()
