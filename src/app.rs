@@ -135,7 +135,8 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
             image::build(&engine, &name, registry).await?;
             Ok(0)
         }
-        Invocation::Announce { .. } | Invocation::Compose { .. } => Err(Error::NotInstalled(
+        Invocation::Compose { output, opts } => compose(&opts, output.as_deref(), cleanup).await,
+        Invocation::Announce { .. } => Err(Error::NotInstalled(
             "this subcommand is not available in this build".into(),
         )),
     }
@@ -244,6 +245,63 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
     Ok(if ok { 0 } else { 1 })
 }
 
+/// `compose`: the servers that `start` would make, written as a compose file (to `output`,
+/// else standard output). Their image, network and certificate volume are made first, so the
+/// file comes up as it is, and a server keeps its certificate when it moves to compose.
+async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Result<u8> {
+    let settings = load_settings(opts)?;
+    let engine = Engine::connect().await?;
+    let observed = engine.servers(&settings.tenant()).await?;
+    let request = spec::resolve(
+        opts,
+        &settings.global,
+        &settings.configured,
+        &observed,
+        &settings.host,
+    )
+    .map_err(|spec::NoSuchPid(pid)| {
+        Error::Invalid(format!("No stap-server running as pid {pid}"))
+    })?;
+    let ctx = Ctx {
+        engine,
+        report: Report::new(&settings.global.log_file),
+        settings,
+        cleanup,
+    };
+    let mut prepared = Vec::new();
+    let mut problems = Vec::new();
+    for spec in ctx.wanted(&request) {
+        match ctx.prepare(&spec, false) {
+            Ok(p) => prepared.push(p),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid(problems.join("\n")));
+    }
+    ctx.ensure_shared(&prepared).await?;
+    let services: Vec<crate::compose::Service> = prepared
+        .iter()
+        .map(|p| crate::compose::Service {
+            name: body::container_name(&p.spec),
+            body: body::container_body(&p.spec, &p.tree, p.who, "compose", None),
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&crate::compose::document(&services))
+        .expect("a compose document always serializes")
+        + "\n";
+    match output {
+        None => print!("{text}"),
+        Some(path) => {
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, &text)
+                .and_then(|()| fs::rename(&tmp, path))
+                .map_err(|e| Error::io("cannot write the compose file", path, e))?;
+        }
+    }
+    Ok(0)
+}
+
 fn managed(observed: &[Server]) -> Vec<Server> {
     observed
         .iter()
@@ -342,6 +400,8 @@ struct Prepared {
     spec: ServerSpec,
     tree: BuildTree,
     who: Identity,
+    /// A host port allotted from the tenant's `PORT_RANGE` (for servers with no `PORT`).
+    host_port: Option<u16>,
 }
 
 impl Ctx {
@@ -419,7 +479,7 @@ impl Ctx {
         let mut problems = Vec::new();
         for step in &steps {
             if let Start::Create(spec) | Start::Replace(_, spec) = step {
-                match self.prepare(spec) {
+                match self.prepare(spec, true) {
                     Ok(p) => prepared.push(p),
                     Err(e) => problems.push(e.to_string()),
                 }
@@ -428,25 +488,26 @@ impl Ctx {
         if !problems.is_empty() {
             return Err(Error::Invalid(problems.join("\n")));
         }
-        // Images and certificates once per distinct value, before the concurrent part.
-        let mut versions = BTreeMap::new();
-        for p in &prepared {
-            if !versions.contains_key(&p.spec.image) {
-                let v = image::ensure(&self.engine, &p.spec.image, &self.settings.global.stat_path)
-                    .await?;
-                versions.insert(p.spec.image.clone(), v);
+        // Ports are allotted under one host lock per tenant, held until the containers run,
+        // so concurrent managers never hand out the same port.
+        let _ports = match self.settings.global.port_range {
+            Some(range) if prepared.iter().any(|p| p.spec.port.is_none()) => {
+                let tenant = self.settings.tenant();
+                let lock =
+                    lock::Lock::take(&self.settings.global.stat_path, &format!("ports-{tenant}"))?;
+                let taken: Vec<u16> = self
+                    .engine
+                    .servers(&tenant)
+                    .await?
+                    .iter()
+                    .filter_map(|s| s.host_port.or(s.spec.port))
+                    .collect();
+                allot_ports(&mut prepared, range, &taken)?;
+                Some(lock)
             }
-        }
-        let mut volumes = std::collections::BTreeSet::new();
-        for p in &prepared {
-            let volume = body::cert_volume(&p.spec.tenant, &p.spec.user);
-            if volumes.insert(volume.clone()) {
-                self.engine
-                    .ensure_network(&body::network_name(&p.spec.tenant), &p.spec.tenant)
-                    .await?;
-                self.ensure_certificate(p, &volume).await?;
-            }
-        }
+            _ => None,
+        };
+        let versions = self.ensure_shared(&prepared).await?;
         for step in &steps {
             if let Start::Replace(old, _) = step {
                 self.engine.remove(&old.id, STOP_GRACE).await?;
@@ -501,12 +562,37 @@ impl Ctx {
         Ok(ok)
     }
 
+    /// The image (built when missing), the tenant's network and each user's certificate, once
+    /// per distinct value, before anything concurrent. Returns each image's systemtap version.
+    async fn ensure_shared(&self, prepared: &[Prepared]) -> Result<BTreeMap<String, String>> {
+        let mut versions = BTreeMap::new();
+        for p in prepared {
+            if !versions.contains_key(&p.spec.image) {
+                let v = image::ensure(&self.engine, &p.spec.image, &self.settings.global.stat_path)
+                    .await?;
+                versions.insert(p.spec.image.clone(), v);
+            }
+        }
+        let mut volumes = std::collections::BTreeSet::new();
+        for p in prepared {
+            let volume = body::cert_volume(&p.spec.tenant, &p.spec.user);
+            if volumes.insert(volume.clone()) {
+                self.engine
+                    .ensure_network(&body::network_name(&p.spec.tenant), &p.spec.tenant)
+                    .await?;
+                self.ensure_certificate(p, &volume).await?;
+            }
+        }
+        Ok(versions)
+    }
+
     /// Host-side checks of one server to be made.
-    fn prepare(&self, spec: &ServerSpec) -> Result<Prepared> {
+    /// `check_port`: whether a pinned port must be free now (not so for a compose file).
+    fn prepare(&self, spec: &ServerSpec, check_port: bool) -> Result<Prepared> {
         let who = identity(&spec.user)?;
         let tree = buildtree::resolve(&spec.release, &self.settings.global.modules_path)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        if let Some(port) = spec.port {
+        if let Some(port) = spec.port.filter(|_| check_port) {
             port_free(port)?;
         }
         for path in spec.includes.iter().chain(&spec.runtime) {
@@ -536,6 +622,7 @@ impl Ctx {
             spec: spec.clone(),
             tree,
             who,
+            host_port: None,
         })
     }
 
@@ -626,7 +713,7 @@ impl Ctx {
 /// failure the container is removed and the error carries its last log lines.
 async fn create_and_wait(engine: &Engine, p: &Prepared, cleanup: &Cleanup) -> Result<Server> {
     let name = body::container_name(&p.spec);
-    let body = body::container_body(&p.spec, &p.tree, p.who, "cli");
+    let body = body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port);
     let id = match engine.create(&name, body).await? {
         Created::New(id) => {
             cleanup.add(&id);
@@ -718,6 +805,30 @@ pub fn identity(user: &str) -> Result<Identity> {
         uid: u.uid.as_raw(),
         gid: u.gid.as_raw(),
     })
+}
+
+/// Gives each server with no pinned port the lowest port of `range` that no server of the
+/// tenant has, that no other server here was given, and that is free on the host.
+fn allot_ports(prepared: &mut [Prepared], range: (u16, u16), taken: &[u16]) -> Result<()> {
+    let mut used: std::collections::BTreeSet<u16> = taken.iter().copied().collect();
+    used.extend(prepared.iter().filter_map(|p| p.spec.port));
+    let mut next = range.0;
+    for p in prepared.iter_mut().filter(|p| p.spec.port.is_none()) {
+        let port = (next..=range.1)
+            .find(|port| !used.contains(port) && port_free(*port).is_ok())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no free port left in PORT_RANGE {}-{} for stap-server {}",
+                    range.0,
+                    range.1,
+                    report::spec_options(&p.spec)
+                ))
+            })?;
+        used.insert(port);
+        next = port;
+        p.host_port = Some(port);
+    }
+    Ok(())
 }
 
 /// A pinned port must be free on the host before anything is created.

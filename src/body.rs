@@ -127,12 +127,14 @@ pub fn server_args(spec: &ServerSpec, kernel_release: &str) -> Vec<String> {
 }
 
 /// The create body for `spec`: hardened, with the build tree read-only at its own path, the
-/// certificate volume, the log file, and the port published on the host.
+/// certificate volume, the log file, and the port published on the host (`spec.port`, else
+/// `host_port` when one was allotted from a port range, else one the engine chooses).
 pub fn container_body(
     spec: &ServerSpec,
     tree: &BuildTree,
     who: Identity,
     origin: &str,
+    host_port: Option<u16>,
 ) -> ContainerCreateBody {
     let ro = |p: &str| format!("{p}:{p}:ro");
     let mut binds: Vec<String> = tree
@@ -157,7 +159,11 @@ pub fn container_body(
     labels.extend(labels::ownership(&spec.tenant, origin));
 
     let port_key = format!("{SERVER_PORT}/tcp");
-    let host_port = spec.port.map(|p| p.to_string()).unwrap_or_default();
+    let host_port = spec
+        .port
+        .or(host_port)
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let tmpfs = HashMap::from([
         (
             "/tmp".to_string(),
@@ -351,7 +357,7 @@ mod tests {
         let mut s = spec();
         s.ssl = Some(PathBuf::from("/etc/stap/ssl"));
         s.runtime = Some("/opt/runtime".into());
-        let body = container_body(&s, &tree(), WHO, "cli");
+        let body = container_body(&s, &tree(), WHO, "cli", None);
         let hc = body.host_config.unwrap();
         assert_eq!(
             hc.binds.unwrap(),
@@ -375,7 +381,7 @@ mod tests {
 
     #[test]
     fn hardening_ports_user_and_labels() {
-        let body = container_body(&spec(), &tree(), WHO, "cli");
+        let body = container_body(&spec(), &tree(), WHO, "cli", None);
         assert_eq!(body.user.as_deref(), Some("999:995"));
         assert_eq!(body.image.as_deref(), Some("stap-server:latest"));
         let env = body.env.unwrap();
@@ -423,7 +429,9 @@ mod tests {
     fn unpinned_port_lets_the_engine_choose() {
         let mut s = spec();
         s.port = None;
-        let hc = container_body(&s, &tree(), WHO, "cli").host_config.unwrap();
+        let hc = container_body(&s, &tree(), WHO, "cli", None)
+            .host_config
+            .unwrap();
         let binding = hc.port_bindings.unwrap()["5600/tcp"].clone().unwrap();
         assert_eq!(binding[0].host_port.as_deref(), Some(""));
     }

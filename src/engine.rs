@@ -83,6 +83,12 @@ impl Engine {
         &self.docker
     }
 
+    /// A client for work that takes as long as it takes (image imports and builds), where the
+    /// default per-request timeout (2 minutes) would cut a slow machine off.
+    pub fn patient(&self) -> Docker {
+        self.docker.clone().with_timeout(Duration::from_secs(3600))
+    }
+
     /// The tenant's servers, in one list call; PIDs come from inspecting the running ones.
     pub async fn servers(&self, tenant: &str) -> Result<Vec<Server>> {
         let options = ListContainersOptionsBuilder::default()

@@ -92,10 +92,8 @@ async fn build_dockerfile(engine: &Engine, image: &str, base: &str, version: &st
         .forcerm(true)
         .buildargs(&args)
         .build();
-    let mut stream =
-        engine
-            .docker()
-            .build_image(options, None, Some(bollard::body_full(context.into())));
+    let docker = engine.patient();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| fail(e.to_string()))?;
         if let Some(line) = info.stream {
@@ -220,7 +218,8 @@ async fn ensure_rootfs(engine: &Engine) -> Result<()> {
         .repo(repo)
         .tag(tag)
         .build();
-    let mut import = engine.docker().create_image(
+    let docker = engine.patient();
+    let mut import = docker.create_image(
         Some(options),
         Some(bollard::body_try_stream(ReaderStream::new(stdout))),
         None,

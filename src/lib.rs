@@ -25,6 +25,7 @@ pub mod body;
 pub mod buildtree;
 pub mod certinfo;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod engine;
 pub mod error;

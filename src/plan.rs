@@ -126,29 +126,9 @@ pub fn running_targets(targets: &[Target], observed: &[Server]) -> (Vec<Server>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::DEFAULT;
 
     fn spec(release: &str) -> ServerSpec {
-        ServerSpec {
-            tenant: "default".into(),
-            arch: "x86_64".into(),
-            release: release.into(),
-            user: "stap-server".into(),
-            nickname: None,
-            log: "/var/log/stap-server/log".into(),
-            port: None,
-            ssl: None,
-            includes: vec![],
-            defines: vec![],
-            builds: vec![],
-            runtime: None,
-            max_threads: None,
-            max_request_size: None,
-            max_compressed_request: None,
-            keep: false,
-            image: "stap-server:latest".into(),
-            limits: DEFAULT,
-        }
+        ServerSpec::example(release)
     }
 
     fn server(spec: ServerSpec, state: &str) -> Server {

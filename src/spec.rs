@@ -87,6 +87,31 @@ impl ServerSpec {
             && (self.nickname.is_none() || self.nickname == other.nickname)
     }
 
+    /// A plain server for `release` with every default, for tests.
+    #[cfg(test)]
+    pub fn example(release: &str) -> ServerSpec {
+        ServerSpec {
+            tenant: DEFAULT_TENANT.into(),
+            arch: "x86_64".into(),
+            release: release.into(),
+            user: DEFAULT_USER.into(),
+            nickname: None,
+            log: "/var/log/stap-server/log".into(),
+            port: None,
+            ssl: None,
+            includes: vec![],
+            defines: vec![],
+            builds: vec![],
+            runtime: None,
+            max_threads: None,
+            max_request_size: None,
+            max_compressed_request: None,
+            keep: false,
+            image: DEFAULT_IMAGE.into(),
+            limits: crate::limits::DEFAULT,
+        }
+    }
+
     /// Whether a running `other` already is what `self` asks for (the nickname aside).
     pub fn same_settings(&self, other: &ServerSpec) -> bool {
         let mut a = self.clone();
@@ -442,7 +467,6 @@ pub fn installed_releases(modules: &Path) -> std::io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::DEFAULT;
 
     fn host() -> Host {
         Host {
@@ -453,26 +477,7 @@ mod tests {
     }
 
     fn spec(release: &str) -> ServerSpec {
-        ServerSpec {
-            tenant: "default".into(),
-            arch: "x86_64".into(),
-            release: release.into(),
-            user: "stap-server".into(),
-            nickname: None,
-            log: "/var/log/stap-server/log".into(),
-            port: None,
-            ssl: None,
-            includes: vec![],
-            defines: vec![],
-            builds: vec![],
-            runtime: None,
-            max_threads: None,
-            max_request_size: None,
-            max_compressed_request: None,
-            keep: false,
-            image: DEFAULT_IMAGE.into(),
-            limits: DEFAULT,
-        }
+        ServerSpec::example(release)
     }
 
     fn running(spec: ServerSpec, pid: u32) -> Server {

@@ -130,6 +130,59 @@ impl Env {
     }
 }
 
+impl Env {
+    /// A modules directory of the test's own: one entry per name, each with a `build` link to
+    /// the installed headers, as `/lib/modules/RELEASE/build` links to its tree.
+    pub fn fake_modules(&self, releases: &[&str]) -> PathBuf {
+        let real = format!("/lib/modules/{}/build", headers_release());
+        let modules = self.path("modules");
+        for release in releases {
+            let dir = modules.join(release);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::symlink(&real, dir.join("build")).unwrap();
+        }
+        modules
+    }
+
+    /// Runs an action, asserts its exit code, returns its standard output.
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stap-server {}: {}",
+            args.join(" "),
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Ids of the tenant's containers, sorted.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids = lines(&docker(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.stap-server.tenant={}", self.tenant),
+        ]));
+        ids.sort();
+        ids
+    }
+}
+
+/// A port no one listens on now (the kernel's choice of a free one).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn running_release() -> String {
+    let out = Command::new("uname").arg("-r").output().expect("uname");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         let label = format!("label=io.stap-server.tenant={}", self.tenant);

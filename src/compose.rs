@@ -1,0 +1,225 @@
+//! Compose files: servers as a docker-compose deployment that makes the very containers the
+//! manager would, from the same create bodies (`body::container_body` with origin "compose").
+//!
+//! The file is written as JSON, which is YAML, and both docker-compose 1.29 and the compose
+//! specification read it. Format 2.4 carries every resource setting (`mem_limit`, `cpus`,
+//! `pids_limit`) as plain service keys.
+
+use bollard::models::{ContainerCreateBody, HostConfig, MountType};
+use serde_json::{Map, Value, json};
+
+/// One service of the file: its name (the container's) and the body it stands for.
+pub struct Service {
+    pub name: String,
+    pub body: ContainerCreateBody,
+}
+
+/// The compose document for `services`. The network and the certificate volumes they use are
+/// the manager's (made before the file is used), so they are declared external.
+pub fn document(services: &[Service]) -> Value {
+    let mut out = Map::new();
+    let mut networks = Map::new();
+    let mut volumes = Map::new();
+    for s in services {
+        let host = s.body.host_config.clone().unwrap_or_default();
+        if let Some(network) = &host.network_mode {
+            networks.insert(network.clone(), json!({ "external": true }));
+        }
+        for m in host.mounts.iter().flatten() {
+            if m.typ == Some(MountType::VOLUME)
+                && let Some(source) = &m.source
+            {
+                volumes.insert(source.clone(), json!({ "external": true }));
+            }
+        }
+        out.insert(s.name.clone(), service(&s.name, &s.body));
+    }
+    json!({
+        "version": "2.4",
+        "services": out,
+        "networks": networks,
+        "volumes": volumes,
+    })
+}
+
+/// One service: every field of the body that the manager sets, under its compose name.
+pub fn service(name: &str, body: &ContainerCreateBody) -> Value {
+    let host = body.host_config.clone().unwrap_or_default();
+    let mut s = Map::new();
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            s.insert(key.into(), value);
+        }
+    };
+    put("image", json!(body.image));
+    put("container_name", json!(name));
+    put("command", json!(body.cmd));
+    put("user", json!(body.user));
+    put("environment", json!(body.env));
+    put("labels", json!(body.labels));
+    put("volumes", json!(volumes(&host)));
+    put(
+        "tmpfs",
+        json!(host.tmpfs.as_ref().map(|t| {
+            let mut list: Vec<String> = t.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+            list.sort();
+            list
+        })),
+    );
+    put("ports", json!(ports(&host)));
+    put("networks", json!(host.network_mode.as_ref().map(|n| [n])));
+    put("read_only", json!(host.readonly_rootfs));
+    put("cap_drop", json!(host.cap_drop));
+    put("security_opt", json!(host.security_opt));
+    put("privileged", json!(host.privileged));
+    put("mem_limit", json!(host.memory));
+    put("memswap_limit", json!(host.memory_swap));
+    put("cpus", json!(host.nano_cpus.map(|n| n as f64 / 1e9)));
+    put("pids_limit", json!(host.pids_limit));
+    put(
+        "ulimits",
+        json!(host.ulimits.as_ref().map(|u| {
+            u.iter()
+                .filter_map(|l| {
+                    Some((l.name.clone()?, json!({ "soft": l.soft?, "hard": l.hard? })))
+                })
+                .collect::<Map<String, Value>>()
+        })),
+    );
+    put(
+        "restart",
+        json!(
+            host.restart_policy
+                .as_ref()
+                .and_then(|r| r.name)
+                .map(|n| n.to_string())
+        ),
+    );
+    Value::Object(s)
+}
+
+/// Bind mounts as given, then volume mounts as `VOLUME:TARGET`.
+fn volumes(host: &HostConfig) -> Vec<String> {
+    let mut list: Vec<String> = host.binds.clone().unwrap_or_default();
+    for m in host.mounts.iter().flatten() {
+        if let (Some(source), Some(target)) = (&m.source, &m.target) {
+            let ro = if m.read_only == Some(true) { ":ro" } else { "" };
+            list.push(format!("{source}:{target}{ro}"));
+        }
+    }
+    list
+}
+
+/// `HOSTPORT:PORT`, or `PORT` alone where the engine is to choose the host port.
+fn ports(host: &HostConfig) -> Vec<String> {
+    let mut list = Vec::new();
+    for (key, bindings) in host.port_bindings.iter().flatten() {
+        let port = key.trim_end_matches("/tcp");
+        for b in bindings.iter().flatten() {
+            match b.host_port.as_deref() {
+                Some(p) if !p.is_empty() => list.push(format!("{p}:{port}")),
+                _ => list.push(port.to_string()),
+            }
+        }
+    }
+    list.sort();
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::{Identity, container_body, container_name};
+    use crate::buildtree::BuildTree;
+    use crate::limits::DEFAULT;
+    use crate::spec::ServerSpec;
+
+    fn spec(port: Option<u16>) -> ServerSpec {
+        ServerSpec {
+            tenant: "team".into(),
+            nickname: Some("alpha".into()),
+            port,
+            includes: vec!["/srv/tapsets".into()],
+            ..ServerSpec::example("6.1.0-9-amd64")
+        }
+    }
+
+    fn tree() -> BuildTree {
+        BuildTree {
+            kernel_release: "6.1.0-9-amd64".into(),
+            build: "/usr/src/linux-headers-6.1.0-9-amd64".into(),
+            mounts: vec!["/usr/src/linux-headers-6.1.0-9-amd64".into()],
+        }
+    }
+
+    fn doc(port: Option<u16>) -> Value {
+        let spec = spec(port);
+        let who = Identity { uid: 999, gid: 995 };
+        document(&[Service {
+            name: container_name(&spec),
+            body: container_body(&spec, &tree(), who, "compose", None),
+        }])
+    }
+
+    #[test]
+    fn a_service_carries_the_whole_body() {
+        let d = doc(Some(5701));
+        let s = &d["services"]["stap-server-team-x86_64-6.1.0-9-amd64-alpha"];
+        assert_eq!(d["version"], "2.4");
+        assert_eq!(s["image"], "stap-server:latest");
+        assert_eq!(
+            s["container_name"],
+            "stap-server-team-x86_64-6.1.0-9-amd64-alpha"
+        );
+        assert_eq!(s["user"], "999:995");
+        assert_eq!(s["ports"], json!(["5701:5600"]));
+        assert_eq!(s["read_only"], true);
+        assert_eq!(s["cap_drop"], json!(["ALL"]));
+        assert_eq!(s["security_opt"], json!(["no-new-privileges"]));
+        assert_eq!(s["privileged"], false);
+        assert_eq!(s["mem_limit"], DEFAULT.memory);
+        assert_eq!(s["cpus"], 1.0);
+        assert_eq!(s["pids_limit"], DEFAULT.pids);
+        assert_eq!(s["restart"], "unless-stopped");
+        assert_eq!(s["labels"]["io.stap-server.origin"], "compose");
+        assert_eq!(s["labels"]["io.stap-server.tenant"], "team");
+        assert_eq!(s["labels"]["io.stap-server.nickname"], "alpha");
+        assert_eq!(s["networks"], json!(["stap-server-team"]));
+        let volumes: Vec<&str> = s["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            volumes.contains(&"/srv/tapsets:/srv/tapsets:ro"),
+            "{volumes:?}"
+        );
+        assert!(volumes.contains(
+            &"/usr/src/linux-headers-6.1.0-9-amd64:/usr/src/linux-headers-6.1.0-9-amd64:ro"
+        ));
+        assert!(
+            volumes.contains(&"stap-server-team-cert-stap-server:/var/lib/stap-server/.systemtap")
+        );
+        let tmpfs = s["tmpfs"].as_array().unwrap();
+        assert!(
+            tmpfs[1]
+                .as_str()
+                .unwrap()
+                .starts_with("/tmp:rw,nosuid,nodev,size=")
+        );
+        assert_eq!(s["ulimits"]["fsize"]["soft"], crate::limits::FILE_SIZE);
+        assert_eq!(
+            d["volumes"]["stap-server-team-cert-stap-server"]["external"],
+            true
+        );
+        assert_eq!(d["networks"]["stap-server-team"]["external"], true);
+    }
+
+    #[test]
+    fn an_unpinned_port_is_left_to_the_engine() {
+        let d = doc(None);
+        let s = &d["services"]["stap-server-team-x86_64-6.1.0-9-amd64-alpha"];
+        assert_eq!(s["ports"], json!(["5600"]));
+    }
+}
