@@ -41,7 +41,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// FNV-1a: a short stable digest for names made from paths.
-fn digest(s: &str) -> String {
+pub(crate) fn digest(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);

@@ -27,12 +27,25 @@ pub const PACKAGES: &str =
     "systemtap-server systemtap gcc gcc-12 gcc-14 make libc6-dev kmod procps";
 /// The label that carries the image's systemtap version (advertised as `version=`).
 pub const VERSION_LABEL: &str = "io.stap-server.systemtap-version";
+/// The label that carries a digest of the recipe (Dockerfile and entry point) an image was
+/// built from: a default image from another recipe is rebuilt, so an upgrade takes effect.
+pub const RECIPE_LABEL: &str = "io.stap-server.recipe";
+
+/// The digest of the embedded recipe.
+pub fn recipe() -> String {
+    crate::body::digest(&format!("{DOCKERFILE}\0{ENTRYPOINT}"))
+}
 const SUITE: &str = "trixie";
 
 /// Makes sure `image` is present, building ours when it is missing; returns its systemtap
 /// version. Other images must be built or loaded by their owner.
 pub async fn ensure(engine: &Engine, image: &str, lock_dir: &Path) -> Result<String> {
-    if let Some(labels) = engine.image_labels(image).await? {
+    let current = |labels: &HashMap<String, String>| {
+        image != DEFAULT_IMAGE || labels.get(RECIPE_LABEL) == Some(&recipe())
+    };
+    if let Some(labels) = engine.image_labels(image).await?
+        && current(&labels)
+    {
         return Ok(version_of(&labels));
     }
     if image != DEFAULT_IMAGE {
@@ -43,10 +56,14 @@ pub async fn ensure(engine: &Engine, image: &str, lock_dir: &Path) -> Result<Str
     }
     // One builder at a time; the others find the image made when they get the lock.
     let _lock = crate::lock::Lock::take(lock_dir, "image")?;
-    if let Some(labels) = engine.image_labels(image).await? {
+    if let Some(labels) = engine.image_labels(image).await?
+        && current(&labels)
+    {
         return Ok(version_of(&labels));
     }
-    eprintln!("stap-server: image {image} is missing; building it (this takes a few minutes)");
+    eprintln!(
+        "stap-server: image {image} is missing or from an older recipe; building it (this takes a few minutes)"
+    );
     build(engine, image, false).await
 }
 
@@ -59,16 +76,19 @@ fn version_of(labels: &HashMap<String, String>) -> String {
 
 /// Builds `image`: the offline route unless `registry`.
 pub async fn build(engine: &Engine, image: &str, registry: bool) -> Result<String> {
-    let base = if registry {
-        "debian:trixie-slim".to_string()
+    let version = if registry {
+        // The packages come with the first build; a second (cached) one adds the label.
+        build_dockerfile(engine, image, "debian:trixie-slim", "").await?;
+        let version = probe_version(engine, image).await?;
+        build_dockerfile(engine, image, "debian:trixie-slim", &version).await?;
+        version
     } else {
+        // The root filesystem already holds the packages: one build, labelled from the start.
         ensure_rootfs(engine).await?;
-        ROOTFS_IMAGE.to_string()
+        let version = probe_version(engine, ROOTFS_IMAGE).await?;
+        build_dockerfile(engine, image, ROOTFS_IMAGE, &version).await?;
+        version
     };
-    // The first build gives the packages; the second only adds the version label (cached).
-    build_dockerfile(engine, image, &base, "").await?;
-    let version = probe_version(engine, image).await?;
-    build_dockerfile(engine, image, &base, &version).await?;
     eprintln!("stap-server: image {image} built (systemtap {version})");
     Ok(version)
 }
@@ -84,6 +104,7 @@ async fn build_dockerfile(engine: &Engine, image: &str, base: &str, version: &st
         ("BASE".to_string(), base.to_string()),
         ("VERSION".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("SYSTEMTAP_VERSION".to_string(), version.to_string()),
+        ("RECIPE".to_string(), recipe()),
     ]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
