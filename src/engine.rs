@@ -12,12 +12,12 @@ use bollard::models::{
     ContainerCreateBody, ContainerSummary, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptions,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptions,
 };
-use futures_util::StreamExt;
-use futures_util::stream::{self, TryStreamExt};
+use futures_util::stream::{self, BoxStream, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 
 use crate::body::SERVER_PORT;
 use crate::error::{Error, Result};
@@ -202,6 +202,29 @@ impl Engine {
         Ok(Some(v.mountpoint))
     }
 
+    /// The host mount point of a volume; `None` when there is no such volume.
+    pub async fn volume_mountpoint(&self, name: &str) -> Result<Option<String>> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.mountpoint)),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(Error::engine(format!("cannot inspect volume {name}"), e)),
+        }
+    }
+
+    /// The events, from `since` (seconds since the epoch) on, that change which of the
+    /// tenant's servers run: one item per container start, die, stop or destroy. The stream
+    /// ends or yields an error when the engine goes away; the caller reconnects.
+    pub fn server_events(&self, tenant: &str, since: u64) -> BoxStream<'static, Result<()>> {
+        let mut filters = labels::tenant_filter(tenant);
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), SERVER_EVENTS.map(String::from).to_vec());
+        let options = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        events_of(self.docker.events(Some(options))).boxed()
+    }
+
     /// Creates a container by name; an existing name is reported, not an error.
     pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<Created> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
@@ -304,9 +327,30 @@ impl Engine {
     }
 }
 
+/// The container events after which the advertised servers may differ from the running ones.
+pub const SERVER_EVENTS: [&str; 4] = ["start", "die", "stop", "destroy"];
+
+fn events_of<S, T>(events: S) -> impl Stream<Item = Result<()>>
+where
+    S: Stream<Item = std::result::Result<T, BollardError>>,
+{
+    events.map(|e| {
+        e.map(drop)
+            .map_err(|e| Error::engine("the engine's event stream failed", e))
+    })
+}
+
 fn summary_to_server(c: ContainerSummary) -> Option<Server> {
     let labels = c.labels.unwrap_or_default();
     let spec = labels::from_labels(&labels)?;
+    let kernel_release = labels
+        .get(labels::KERNEL_RELEASE)
+        .cloned()
+        .unwrap_or_else(|| spec.release.clone());
+    let cert_volume = labels
+        .get(labels::CERT_VOLUME)
+        .cloned()
+        .unwrap_or_else(|| crate::body::cert_volume(&spec.tenant, &spec.user));
     let host_port = c
         .ports
         .unwrap_or_default()
@@ -326,5 +370,7 @@ fn summary_to_server(c: ContainerSummary) -> Option<Server> {
         pid: None,
         host_port,
         managed_by_cli: labels.get(labels::ORIGIN).map(String::as_str) != Some("compose"),
+        kernel_release,
+        cert_volume,
     })
 }

@@ -117,6 +117,12 @@ pub struct Server {
     pub host_port: Option<u16>,
     /// Whether the manager created it (as opposed to docker-compose or another tool).
     pub managed_by_cli: bool,
+    /// The release stap-serverd serves and mDNS advertises (a path release's
+    /// `kernel.release`), from the container's label.
+    pub kernel_release: String,
+    /// The volume that holds the server's certificate, from the container's label (a compose
+    /// project names its volumes itself).
+    pub cert_volume: String,
 }
 
 impl Server {
@@ -440,7 +446,7 @@ pub fn installed_releases(modules: &Path) -> std::io::Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::limits::DEFAULT;
 
@@ -452,7 +458,8 @@ mod tests {
         }
     }
 
-    fn spec(release: &str) -> ServerSpec {
+    /// A server spec with the defaults, for tests across the crate.
+    pub(crate) fn spec(release: &str) -> ServerSpec {
         ServerSpec {
             tenant: "default".into(),
             arch: "x86_64".into(),
@@ -484,6 +491,8 @@ mod tests {
             pid: Some(pid),
             host_port: Some(5600),
             managed_by_cli: true,
+            kernel_release: "6.1.0-56-amd64".into(),
+            cert_volume: "v".into(),
         }
     }
 
