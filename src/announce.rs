@@ -8,17 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 
 use crate::advertise::{Advert, Publisher, optinfo};
-use crate::certinfo;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::spec::Server;
+use crate::{body, certinfo};
 
 /// Where avahi-daemon accepts its clients; present while it runs.
 pub const AVAHI_SOCKET: &str = "/run/avahi-daemon/socket";
@@ -138,24 +138,22 @@ pub struct Outcome {
     pub failed: Vec<(String, String)>,
 }
 
-/// The path of a server's certificate: the `--ssl` directory's, else the one in its volume.
-pub async fn cert_path(engine: &Engine, server: &Server) -> Result<Option<PathBuf>> {
-    if let Some(ssl) = &server.spec.ssl {
-        return Ok(Some(ssl.join("stap.cert")));
+/// Where a server's certificate is inside its container: in the `--ssl` directory (mounted at
+/// its own path), else in the certificate volume on the server's `~/.systemtap`.
+pub fn cert_path(server: &Server) -> String {
+    match &server.spec.ssl {
+        Some(ssl) => ssl.join("stap.cert").display().to_string(),
+        None => format!("{}/ssl/server/stap.cert", body::SYSTEMTAP_DIR),
     }
-    let mountpoint = engine.volume_mountpoint(&server.cert_volume).await?;
-    Ok(mountpoint.map(|m| Path::new(&m).join("ssl/server/stap.cert")))
 }
 
-/// The certificate serial of a server in stap's form.
+/// The certificate serial of a server in stap's form, read through the engine, so that it
+/// works for any server (a compose project names its volumes itself) and from a container.
 pub async fn cert_serial(engine: &Engine, server: &Server) -> Result<String> {
-    match cert_path(engine, server).await? {
-        Some(path) => certinfo::read_serial(&path).map_err(Error::Invalid),
-        None => Err(Error::Invalid(format!(
-            "the certificate volume {} of {} does not exist",
-            server.cert_volume, server.name
-        ))),
-    }
+    let path = cert_path(server);
+    let der = engine.read_file(&server.id, &path).await?;
+    certinfo::serial_from_der(&der)
+        .map_err(|e| Error::Invalid(format!("{path} in {}: {e}", server.name)))
 }
 
 /// The advertisements of the running servers, by key; a server whose certificate or image
@@ -270,6 +268,9 @@ pub async fn follow(engine: &Engine, tenant: &str, publisher: &Publisher) -> Res
         match reconcile(engine, tenant, publisher).await {
             Ok(outcome) => {
                 tell(&outcome);
+                eprintln!(
+                    "stap-server announce: following the engine's events for tenant {tenant}"
+                );
                 pause = BACKOFF.0;
             }
             Err(e) => {
@@ -284,7 +285,7 @@ pub async fn follow(engine: &Engine, tenant: &str, publisher: &Publisher) -> Res
         }
         let lost = loop {
             match events.next().await {
-                Some(Ok(())) => {}
+                Some(Ok(())) => tracing::debug!("an event; reconciling after the burst"),
                 Some(Err(e)) => break e.to_string(),
                 None => break "the engine closed the event stream".to_string(),
             }
@@ -372,6 +373,17 @@ mod tests {
             None
         );
         assert_eq!(advert(&server(None, "running", None), "5.1", ""), None);
+    }
+
+    #[test]
+    fn the_certificate_inside_the_container() {
+        let mut s = server(None, "running", Some(1));
+        assert_eq!(
+            cert_path(&s),
+            "/var/lib/stap-server/.systemtap/ssl/server/stap.cert"
+        );
+        s.spec.ssl = Some("/etc/stap/ssl".into());
+        assert_eq!(cert_path(&s), "/etc/stap/ssl/stap.cert");
     }
 
     #[test]

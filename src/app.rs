@@ -580,7 +580,7 @@ impl Ctx {
     }
 
     /// Adds the certificates of servers just started to the host's global client trust
-    /// database, once per certificate volume (all of a user's servers share one), when this is
+    /// and module signer databases, once per certificate volume (all of a user's servers share one), when this is
     /// root on a host with the stap client. A failure is said, not fatal: the servers run, and
     /// clients can still trust them themselves.
     async fn trust(&mut self, started: &[Server]) {
@@ -595,9 +595,10 @@ impl Ctx {
             }
             match trust::trust(&stap, port).await {
                 Ok(()) => self.report.log(&format!(
-                    "{} trusted by the host's clients ({})",
+                    "{} trusted by the host's clients ({} and {})",
                     server.name,
-                    trust::GLOBAL_CLIENT_DB
+                    trust::GLOBAL_CLIENT_DB,
+                    trust::SIGNER_DB
                 )),
                 Err(e) => eprintln!(
                     "stap-server: cannot add the certificate of {} to {}: {e}",

@@ -12,9 +12,9 @@ use bollard::models::{
     ContainerCreateBody, ContainerSummary, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptions,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::stream::{self, BoxStream, TryStreamExt};
 use futures_util::{Stream, StreamExt};
@@ -26,6 +26,9 @@ use crate::spec::Server;
 
 /// How many engine calls of one kind run at once.
 pub const CONCURRENCY: usize = 8;
+
+/// How long reading a small file out of a container may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected engine.
 #[derive(Clone)]
@@ -95,12 +98,14 @@ impl Engine {
             .await
             .map_err(|e| Error::engine("cannot list containers", e))?;
         let mut servers: Vec<Server> = list.into_iter().filter_map(summary_to_server).collect();
-        let pids: Vec<Option<u32>> = stream::iter(servers.iter().map(|s| {
+        // The list can lag behind a container that just died; inspecting the running ones
+        // gives their PID and their state as it is now.
+        let now: Vec<Option<Runtime>> = stream::iter(servers.iter().map(|s| {
             let id = s.id.clone();
             let running = s.running();
             async move {
                 if running {
-                    self.inspect(&id).await.ok().and_then(|r| r.pid)
+                    self.inspect(&id).await.ok()
                 } else {
                     None
                 }
@@ -109,8 +114,13 @@ impl Engine {
         .buffered(CONCURRENCY)
         .collect()
         .await;
-        for (server, pid) in servers.iter_mut().zip(pids) {
-            server.pid = pid;
+        for (server, rt) in servers.iter_mut().zip(now) {
+            if let Some(rt) = rt {
+                server.pid = rt.pid;
+                if !rt.state.is_empty() {
+                    server.state = rt.state;
+                }
+            }
         }
         servers.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(servers)
@@ -202,13 +212,41 @@ impl Engine {
         Ok(Some(v.mountpoint))
     }
 
-    /// The host mount point of a volume; `None` when there is no such volume.
-    pub async fn volume_mountpoint(&self, name: &str) -> Result<Option<String>> {
-        match self.docker.inspect_volume(name).await {
-            Ok(v) => Ok(Some(v.mountpoint)),
-            Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(Error::engine(format!("cannot inspect volume {name}"), e)),
+    /// The content of one regular file in a container (running or not), through the engine,
+    /// so it works wherever the engine is reachable, host paths or not.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let what = || format!("cannot read {path} in container {id}");
+        let download = self
+            .docker
+            .download_from_container(id, Some(options))
+            .try_collect::<Vec<_>>();
+        let chunks = tokio::time::timeout(READ_TIMEOUT, download)
+            .await
+            .map_err(|_| {
+                Error::Invalid(format!(
+                    "{}: no answer within {} s",
+                    what(),
+                    READ_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| Error::engine(what(), e))?;
+        let tar = chunks.concat();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let unreadable = |e: std::io::Error| Error::Invalid(format!("{}: {e}", what()));
+        let mut entries = archive.entries().map_err(unreadable)?;
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| Error::Invalid(format!("{}: empty archive", what())))?
+            .map_err(unreadable)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(Error::Invalid(format!("{}: not a regular file", what())));
         }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(unreadable)?;
+        Ok(data)
     }
 
     /// The events, from `since` (seconds since the epoch) on, that change which of the

@@ -84,17 +84,21 @@ fn advertised(port: u16, serial: &str) -> bool {
         .any(|r| r.port == port && r.txt.contains(&format!("\"certinfo={serial}\"")))
 }
 
-/// Polls `cond` until it holds or `SETTLE` passes.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` until it holds or `SETTLE` passes; whether it held.
+fn settles(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + SETTLE;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {} s",
-            SETTLE.as_secs()
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
+    true
+}
+
+/// Polls `cond` until it holds; fails the test if it does not within `SETTLE`.
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    assert!(settles(cond), "{what}: not within {} s", SETTLE.as_secs());
 }
 
 fn status(env: &Env) -> String {
@@ -151,8 +155,8 @@ fn start_advertises_trusts_and_compiles_for_a_bare_client() {
     let start = env.run(&["start", "-r", &release]);
     assert!(start.status.success(), "start: {}", text(&start));
     assert!(
-        !text(&start).contains("not advertised"),
-        "avahi runs here: {}",
+        !text(&start).contains("not advertised") && !text(&start).contains("cannot"),
+        "avahi runs here, and the trust is added: {}",
         text(&start)
     );
     let st = status(&env);
@@ -263,6 +267,10 @@ struct Announce {
 
 impl Announce {
     fn spawn(env: &Env) -> Announce {
+        Announce::spawn_with(env, &[])
+    }
+
+    fn spawn_with(env: &Env, vars: &[(&str, &str)]) -> Announce {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stap-server"))
             .args(["announce", "-c"])
             .arg(&env.config)
@@ -270,6 +278,7 @@ impl Announce {
                 "STAP_SERVER_GLOBAL_CONFIG",
                 "/nonexistent/stap-server-global",
             )
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -350,7 +359,7 @@ fn announce_follows_crashes_restarts_and_kills() {
     std::fs::write(&other.0, "another tenant's").unwrap();
     let once = env.run(&["announce", "--once"]);
     assert!(once.status.success(), "announce --once: {}", text(&once));
-    assert_eq!(env.service_files(), vec![file], "{}", text(&once));
+    assert_eq!(env.service_files(), vec![file.clone()], "{}", text(&once));
     assert!(!stale.exists());
     assert!(other.0.exists(), "another tenant's file is left alone");
     drop(other);
@@ -360,17 +369,19 @@ fn announce_follows_crashes_restarts_and_kills() {
     eventually("advertised", || advertised(port, &serial));
 
     // A crash (the server's process killed behind the engine's back): the restart policy
-    // brings it back, and announce advertises it again, on the port it has now.
+    // brings it back, and announce advertises it again, on the port it has then. Its file is
+    // removed first, so only announce's answer to the events can bring the record back.
+    std::fs::remove_file(&file).unwrap();
+    eventually("the record gone with its file", || {
+        !browse().iter().any(|r| r.port == port)
+    });
     let pid = inspect(&container, "{{.State.Pid}}");
     let kill = Command::new("kill").args(["-KILL", &pid]).output().unwrap();
     assert!(kill.status.success(), "kill {pid}: {}", text(&kill));
-    let key = format!("{}.{container}", env.tenant);
-    eventually("announce saw the crash", || {
-        announce.said().contains(&format!("withdrew {key}"))
-    });
     let deadline = Instant::now() + Duration::from_secs(60);
     let port = loop {
-        if inspect(&container, "{{.State.Running}}") == "true"
+        if inspect(&container, "{{.RestartCount}}") != "0"
+            && inspect(&container, "{{.State.Running}}") == "true"
             && let Some(p) = published_port(&container)
         {
             break p;
@@ -381,17 +392,19 @@ fn announce_follows_crashes_restarts_and_kills() {
     eventually("advertised again after the restart", || {
         advertised(port, &serial)
     });
-    assert!(
-        inspect(&container, "{{.RestartCount}}") != "0",
-        "restarted by its policy"
-    );
 
     // docker kill: the record goes.
     let out = docker(&["kill", &container]);
     assert!(out.status.success(), "docker kill: {}", text(&out));
-    eventually("the record gone after docker kill", || {
-        !browse().iter().any(|r| r.port == port)
-    });
+    assert!(
+        settles(|| !browse().iter().any(|r| r.port == port)),
+        "the record gone after docker kill: not within {} s; mDNS: {:?}; files: {:?}; \
+         announce said:\n{}",
+        SETTLE.as_secs(),
+        browse(),
+        env.service_files(),
+        announce.said()
+    );
     assert!(env.service_files().is_empty(), "{:?}", env.service_files());
     drop(announce);
 }
@@ -417,4 +430,110 @@ fn start_without_avahi_says_so_once_and_serves() {
     let st = status(&env);
     assert!(st.contains("running as PID"), "{st}");
     assert!(env.run(&["stop"]).status.success());
+}
+
+/// A breakable link to the real engine: a unix socket that forwards every connection to
+/// `/var/run/docker.sock` until it is cut, as an engine restart cuts its clients off.
+struct Link {
+    path: PathBuf,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    streams: Arc<Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl Link {
+    fn open(path: &Path) -> Link {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("bind the link's socket");
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let streams: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+        let (still, kept) = (open.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if !still.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                    (engine.try_clone().unwrap(), client.try_clone().unwrap()),
+                ];
+                kept.lock().unwrap().extend([client, engine]);
+                for (mut from, mut to) in pairs {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Link {
+            path: path.to_path_buf(),
+            open,
+            streams,
+        }
+    }
+
+    /// Refuses new connections and breaks the open ones.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[test]
+fn announce_survives_losing_the_engine_and_catches_up() {
+    require_avahi();
+    let _one = advertising();
+    let env = Env::advertised("recon");
+    let release = headers_release();
+    let start = env.run(&["start", "-r", &release]);
+    assert!(start.status.success(), "start: {}", text(&start));
+    let container = env.containers().pop().unwrap();
+    let serial = common::serial(&status(&env));
+    let port = published_port(&container).expect("a published port");
+
+    let socket = env.path("engine.sock");
+    let link = Link::open(&socket);
+    let announce = Announce::spawn_with(
+        &env,
+        &[("DOCKER_HOST", &format!("unix://{}", socket.display()))],
+    );
+    eventually("advertised", || advertised(port, &serial));
+    eventually("announce follows the events", || {
+        announce.said().contains("following")
+    });
+
+    // The engine goes away; meanwhile the server ends.
+    link.cut();
+    eventually("announce noticed", || {
+        announce.said().contains("lost the engine")
+    });
+    let out = docker(&["kill", &container]);
+    assert!(out.status.success(), "docker kill: {}", text(&out));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !env.service_files().is_empty(),
+        "cut off, announce cannot have seen the kill"
+    );
+
+    // It comes back: announce reconnects and catches up.
+    let _link = Link::open(&socket);
+    eventually("the record gone after the engine came back", || {
+        env.service_files().is_empty() && !browse().iter().any(|r| r.port == port)
+    });
+    drop(announce);
 }

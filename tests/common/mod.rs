@@ -207,16 +207,17 @@ impl Drop for Env {
     }
 }
 
-/// Removes a certificate from the host's global client trust database, where `start` added
-/// it (as root, with the stap client installed).
+/// Removes a certificate from the host's global client trust and signer databases, where
+/// `start` added it (as root, with the stap client installed), under the managers' lock.
 pub fn revoke_global_trust(serial: &str) {
     if !Path::new("/etc/systemtap/ssl/client").exists() {
         return;
     }
     let scratch = tempfile::tempdir().expect("temp dir");
+    let _lock = stap_server::trust::lock();
     let _ = Command::new("stap")
         .args([
-            "--trust-servers=ssl,all-users,revoke,no-prompt",
+            "--trust-servers=ssl,signer,all-users,revoke,no-prompt",
             &format!("--use-server={serial}"),
         ])
         .env("SYSTEMTAP_DIR", scratch.path())
