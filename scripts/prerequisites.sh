@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what stap-server and its tests need on a Debian host, where missing: the kernel
 # headers (build trees to serve), mmdebstrap (the image without a registry), the stap client,
-# and the classic user servers run as.
+# avahi (mDNS, limited to docker0 so that nothing is multicast beyond this machine), and the
+# classic user servers run as, and docker-compose (the compose deployments). Safe to run again.
 set -euo pipefail
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v stap >/dev/null || need+=(systemtap-client)
 command -v openssl >/dev/null || need+=(openssl)
 ls /lib/modules/*/build/Makefile >/dev/null 2>&1 || need+=(linux-headers-amd64)
+command -v dbus-daemon >/dev/null || need+=(dbus)
+command -v avahi-daemon >/dev/null || need+=(avahi-daemon)
+command -v avahi-browse >/dev/null || need+=(avahi-utils)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "stap-server: installing ${need[*]}" >&2
   apt-get update -q
@@ -19,3 +24,30 @@ command -v docker >/dev/null && docker version >/dev/null || {
   echo "stap-server: the Docker engine is not reachable: is dockerd running?" >&2
   exit 1
 }
+
+# avahi-daemon answers and publishes on docker0 only (the engine's bridge, local to this
+# machine), and never asks unicast DNS servers either.
+conf=/etc/avahi/avahi-daemon.conf
+changed=0
+set_option() { # SECTION KEY VALUE
+  if grep -q "^$2=$3\$" "$conf"; then return; fi
+  if grep -q "^#\?$2=" "$conf"; then
+    sed -i "s|^#\?$2=.*|$2=$3|" "$conf"
+  else
+    sed -i "/^\[$1\]/a $2=$3" "$conf"
+  fi
+  changed=1
+}
+set_option server allow-interfaces docker0
+set_option wide-area enable-wide-area no
+mkdir -p /etc/avahi/services /run/dbus
+if ! dbus-send --system --dest=org.freedesktop.DBus --type=method_call --print-reply \
+  /org/freedesktop/DBus org.freedesktop.DBus.GetId >/dev/null 2>&1; then
+  rm -f /run/dbus/pid
+  dbus-daemon --system --fork
+fi
+if avahi-daemon --check 2>/dev/null && [ "$changed" = 1 ]; then
+  avahi-daemon --kill
+  for _ in $(seq 50); do avahi-daemon --check 2>/dev/null || break; sleep 0.1; done
+fi
+avahi-daemon --check 2>/dev/null || avahi-daemon --daemonize

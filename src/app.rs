@@ -1,7 +1,6 @@
 //! The actions: configuration loaded, options resolved, the plan carried out on the engine,
 //! the outcome reported. Each action is short glue over the other modules.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream;
 
-use crate::advertise::{Advert, Publisher, optinfo};
+use crate::advertise::Publisher;
+use crate::announce::{self, Avahi};
 use crate::body::{self, Identity, SERVER_PORT};
 use crate::buildtree::{self, BuildTree};
 use crate::cli::{Action, Invocation, Opt};
@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Start, Stop};
 use crate::report::{self, Report};
 use crate::spec::{self, Host, Request, Server, ServerSpec};
-use crate::{certinfo, image, lock};
+use crate::{image, lock, trust};
 
 /// How long a server may take to accept connections before `start` gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -135,10 +135,23 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
             image::build(&engine, &name, registry).await?;
             Ok(0)
         }
+        Invocation::Announce { once, opts } => {
+            let settings = load_settings(&opts)?;
+            let tenant = settings.tenant();
+            let dir = &settings.global.avahi_services_path;
+            if let Some(warning) = Avahi::probe(dir).warning(dir) {
+                eprintln!("stap-server: {warning}");
+            }
+            let publisher = Publisher::new(dir.clone());
+            let engine = Engine::connect().await?;
+            if once {
+                announce::once(&engine, &tenant, &publisher).await?;
+            } else {
+                announce::follow(&engine, &tenant, &publisher).await?;
+            }
+            Ok(0)
+        }
         Invocation::Compose { output, opts } => compose(&opts, output.as_deref(), cleanup).await,
-        Invocation::Announce { .. } => Err(Error::NotInstalled(
-            "this subcommand is not available in this build".into(),
-        )),
     }
 }
 
@@ -194,7 +207,7 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
     ctx.report = Report::new(&ctx.settings.global.log_file);
     let targets = request.targets.as_deref();
     let ok = match action {
-        Action::Status => return Ok(status(&mut ctx, targets, &observed)),
+        Action::Status => return Ok(status(&mut ctx, targets, &observed).await),
         Action::Start => {
             let specs = ctx.wanted(&request);
             ctx.start(&specs, &observed).await?
@@ -242,6 +255,7 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
         }
         Action::Reload => unreachable!("handled above"),
     };
+    ctx.announce(&tenant).await;
     Ok(if ok { 0 } else { 1 })
 }
 
@@ -311,7 +325,7 @@ fn managed(observed: &[Server]) -> Vec<Server> {
 }
 
 /// `status`: classic lines and LSB codes (0 all running, 1 one dead, 3 none or one missing).
-fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Server]) -> u8 {
+async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Server]) -> u8 {
     let mut rc = 0;
     let shown: Vec<Server> = match targets {
         None => {
@@ -352,7 +366,7 @@ fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Server]) 
     };
     for server in &shown {
         ctx.report.print(report::status_line(server));
-        if let Some(serial) = ctx.cert_serial(server) {
+        if let Ok(serial) = announce::cert_serial(&ctx.engine, server).await {
             ctx.report.print(format!("  certificate serial {serial}"));
         }
         if !server.running() && rc == 0 {
@@ -459,9 +473,6 @@ impl Ctx {
                 Stop::Remove(server) => {
                     let what = format!("stap-server {}", report::running_options(server));
                     self.report.say(format!("Stopping {what}"));
-                    if result.is_ok() {
-                        self.withdraw(server);
-                    }
                     ok &= result.is_ok();
                     self.report
                         .outcome(&format!("{what} stop"), result.map_err(|e| e.to_string()));
@@ -507,7 +518,7 @@ impl Ctx {
             }
             _ => None,
         };
-        let versions = self.ensure_shared(&prepared).await?;
+        self.ensure_shared(&prepared).await?;
         for step in &steps {
             if let Start::Replace(old, _) = step {
                 self.engine.remove(&old.id, STOP_GRACE).await?;
@@ -527,6 +538,7 @@ impl Ctx {
 
         let mut results = results.into_iter();
         let mut ok = true;
+        let mut started = Vec::new();
         for step in &steps {
             let (spec, outcome): (&ServerSpec, std::result::Result<Option<Server>, String>) =
                 match step {
@@ -552,25 +564,23 @@ impl Ctx {
             let what = format!("stap-server {}", report::spec_options(spec));
             self.report.say(format!("Starting {what}"));
             if let Ok(Some(server)) = &outcome {
-                let version = versions.get(&spec.image).cloned().unwrap_or_default();
-                self.advertise(server, &version);
+                started.push(server.clone());
             }
             ok &= outcome.is_ok();
             self.report
                 .outcome(&format!("{what} start"), outcome.map(|_| ()));
         }
+        self.trust(&started).await;
         Ok(ok)
     }
 
     /// The image (built when missing), the tenant's network and each user's certificate, once
-    /// per distinct value, before anything concurrent. Returns each image's systemtap version.
-    async fn ensure_shared(&self, prepared: &[Prepared]) -> Result<BTreeMap<String, String>> {
-        let mut versions = BTreeMap::new();
+    /// per distinct value, before anything concurrent.
+    async fn ensure_shared(&self, prepared: &[Prepared]) -> Result<()> {
+        let mut images = std::collections::BTreeSet::new();
         for p in prepared {
-            if !versions.contains_key(&p.spec.image) {
-                let v = image::ensure(&self.engine, &p.spec.image, &self.settings.global.stat_path)
-                    .await?;
-                versions.insert(p.spec.image.clone(), v);
+            if images.insert(p.spec.image.clone()) {
+                image::ensure(&self.engine, &p.spec.image, &self.settings.global.stat_path).await?;
             }
         }
         let mut volumes = std::collections::BTreeSet::new();
@@ -583,7 +593,7 @@ impl Ctx {
                 self.ensure_certificate(p, &volume).await?;
             }
         }
-        Ok(versions)
+        Ok(())
     }
 
     /// Host-side checks of one server to be made.
@@ -650,62 +660,51 @@ impl Ctx {
         Ok(())
     }
 
-    fn cert_serial(&self, server: &Server) -> Option<String> {
-        let volume = body::cert_volume(&server.spec.tenant, &server.spec.user);
-        let path = match &server.spec.ssl {
-            Some(ssl) => ssl.join("stap.cert"),
-            None => PathBuf::from(format!(
-                "/var/lib/docker/volumes/{volume}/_data/ssl/server/stap.cert"
-            )),
-        };
-        certinfo::read_serial(&path).ok()
-    }
-
-    fn publisher(&self) -> Publisher {
-        Publisher::new(self.settings.global.avahi_services_path.clone())
-    }
-
-    /// Publishes a server over mDNS through avahi's service files, when avahi is there.
-    fn advertise(&mut self, server: &Server, version: &str) {
-        let Some(port) = server.host_port else { return };
-        let certinfo = self.cert_serial(server).unwrap_or_default();
-        let spec = &server.spec;
-        let kernel_release = buildtree::resolve(&spec.release, &self.settings.global.modules_path)
-            .map(|t| t.kernel_release)
-            .unwrap_or_else(|_| spec.release.clone());
-        let advert = Advert {
-            name: format!(
-                "Systemtap Compile Server on %h {}",
-                server
-                    .display_nickname()
-                    .unwrap_or_else(|| server.name.clone())
-            ),
-            port,
-            release: kernel_release,
-            arch: spec.arch.clone(),
-            version: version.into(),
-            optinfo: optinfo(
-                &spec.includes,
-                &spec.defines,
-                &spec.builds,
-                spec.runtime.as_deref(),
-            ),
-            certinfo,
-        };
-        if let Err(e) = self.publisher().publish(&server.name, &advert) {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                self.report.log(&format!(
-                    "{} does not exist: servers are not advertised over mDNS",
-                    self.settings.global.avahi_services_path.display()
-                ));
-            } else {
-                eprintln!("stap-server: cannot advertise {}: {e}", server.name);
+    /// Adds the certificates of servers just started to the host's global client trust
+    /// and module signer databases, once per certificate volume (all of a user's servers share one), when this is
+    /// root on a host with the stap client. A failure is said, not fatal: the servers run, and
+    /// clients can still trust them themselves.
+    async fn trust(&mut self, started: &[Server]) {
+        let Some(stap) = trust::client() else { return };
+        let mut volumes = std::collections::BTreeSet::new();
+        for server in started {
+            let Some(port) = server.host_port else {
+                continue;
+            };
+            if !volumes.insert(server.cert_volume.clone()) {
+                continue;
+            }
+            match trust::trust(&stap, port).await {
+                Ok(()) => self.report.log(&format!(
+                    "{} trusted by the host's clients ({} and {})",
+                    server.name,
+                    trust::GLOBAL_CLIENT_DB,
+                    trust::SIGNER_DB
+                )),
+                Err(e) => eprintln!(
+                    "stap-server: cannot add the certificate of {} to {}: {e}",
+                    server.name,
+                    trust::GLOBAL_CLIENT_DB
+                ),
             }
         }
     }
 
-    fn withdraw(&mut self, server: &Server) {
-        let _ = self.publisher().withdraw(&server.name);
+    /// Makes the tenant's mDNS advertisements match its running servers, after an action
+    /// changed them. Where avahi is absent it says so once; a failure is said, not fatal.
+    async fn announce(&mut self, tenant: &str) {
+        let dir = self.settings.global.avahi_services_path.clone();
+        if let Some(warning) = Avahi::probe(&dir).warning(&dir) {
+            self.report.say(warning);
+        }
+        match announce::reconcile(&self.engine, tenant, &Publisher::new(dir)).await {
+            Ok(outcome) => {
+                for (name, reason) in outcome.failed {
+                    eprintln!("stap-server: cannot advertise {name}: {reason}");
+                }
+            }
+            Err(e) => eprintln!("stap-server: cannot update the mDNS advertisements: {e}"),
+        }
     }
 }
 
@@ -737,6 +736,8 @@ async fn create_and_wait(engine: &Engine, p: &Prepared, cleanup: &Cleanup) -> Re
             pid: rt.pid,
             host_port: rt.host_port,
             managed_by_cli: true,
+            kernel_release: p.tree.kernel_release.clone(),
+            cert_volume: body::cert_volume(&p.spec.tenant, &p.spec.user),
         }),
         Err(e) => {
             let logs = engine.logs_tail(&id, 20).await;

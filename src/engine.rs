@@ -12,12 +12,12 @@ use bollard::models::{
     ContainerCreateBody, ContainerSummary, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    WaitContainerOptions,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
 };
-use futures_util::StreamExt;
-use futures_util::stream::{self, TryStreamExt};
+use futures_util::stream::{self, BoxStream, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 
 use crate::body::SERVER_PORT;
 use crate::error::{Error, Result};
@@ -26,6 +26,9 @@ use crate::spec::Server;
 
 /// How many engine calls of one kind run at once.
 pub const CONCURRENCY: usize = 8;
+
+/// How long reading a small file out of a container may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected engine.
 #[derive(Clone)]
@@ -101,12 +104,14 @@ impl Engine {
             .await
             .map_err(|e| Error::engine("cannot list containers", e))?;
         let mut servers: Vec<Server> = list.into_iter().filter_map(summary_to_server).collect();
-        let pids: Vec<Option<u32>> = stream::iter(servers.iter().map(|s| {
+        // The list can lag behind a container that just died; inspecting the running ones
+        // gives their PID and their state as it is now.
+        let now: Vec<Option<Runtime>> = stream::iter(servers.iter().map(|s| {
             let id = s.id.clone();
             let running = s.running();
             async move {
                 if running {
-                    self.inspect(&id).await.ok().and_then(|r| r.pid)
+                    self.inspect(&id).await.ok()
                 } else {
                     None
                 }
@@ -115,8 +120,13 @@ impl Engine {
         .buffered(CONCURRENCY)
         .collect()
         .await;
-        for (server, pid) in servers.iter_mut().zip(pids) {
-            server.pid = pid;
+        for (server, rt) in servers.iter_mut().zip(now) {
+            if let Some(rt) = rt {
+                server.pid = rt.pid;
+                if !rt.state.is_empty() {
+                    server.state = rt.state;
+                }
+            }
         }
         servers.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(servers)
@@ -206,6 +216,57 @@ impl Engine {
             .await
             .map_err(|e| Error::engine(format!("cannot create volume {name}"), e))?;
         Ok(Some(v.mountpoint))
+    }
+
+    /// The content of one regular file in a container (running or not), through the engine,
+    /// so it works wherever the engine is reachable, host paths or not.
+    pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let what = || format!("cannot read {path} in container {id}");
+        let download = self
+            .docker
+            .download_from_container(id, Some(options))
+            .try_collect::<Vec<_>>();
+        let chunks = tokio::time::timeout(READ_TIMEOUT, download)
+            .await
+            .map_err(|_| {
+                Error::Invalid(format!(
+                    "{}: no answer within {} s",
+                    what(),
+                    READ_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| Error::engine(what(), e))?;
+        let tar = chunks.concat();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let unreadable = |e: std::io::Error| Error::Invalid(format!("{}: {e}", what()));
+        let mut entries = archive.entries().map_err(unreadable)?;
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| Error::Invalid(format!("{}: empty archive", what())))?
+            .map_err(unreadable)?;
+        if !entry.header().entry_type().is_file() {
+            return Err(Error::Invalid(format!("{}: not a regular file", what())));
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(unreadable)?;
+        Ok(data)
+    }
+
+    /// The events, from `since` (seconds since the epoch) on, that change which of the
+    /// tenant's servers run: one item per container start, die, stop or destroy. The stream
+    /// ends or yields an error when the engine goes away; the caller reconnects.
+    pub fn server_events(&self, tenant: &str, since: u64) -> BoxStream<'static, Result<()>> {
+        let mut filters = labels::tenant_filter(tenant);
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), SERVER_EVENTS.map(String::from).to_vec());
+        let options = EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        events_of(self.docker.events(Some(options))).boxed()
     }
 
     /// Creates a container by name; an existing name is reported, not an error.
@@ -310,9 +371,30 @@ impl Engine {
     }
 }
 
+/// The container events after which the advertised servers may differ from the running ones.
+pub const SERVER_EVENTS: [&str; 4] = ["start", "die", "stop", "destroy"];
+
+fn events_of<S, T>(events: S) -> impl Stream<Item = Result<()>>
+where
+    S: Stream<Item = std::result::Result<T, BollardError>>,
+{
+    events.map(|e| {
+        e.map(drop)
+            .map_err(|e| Error::engine("the engine's event stream failed", e))
+    })
+}
+
 fn summary_to_server(c: ContainerSummary) -> Option<Server> {
     let labels = c.labels.unwrap_or_default();
     let spec = labels::from_labels(&labels)?;
+    let kernel_release = labels
+        .get(labels::KERNEL_RELEASE)
+        .cloned()
+        .unwrap_or_else(|| spec.release.clone());
+    let cert_volume = labels
+        .get(labels::CERT_VOLUME)
+        .cloned()
+        .unwrap_or_else(|| crate::body::cert_volume(&spec.tenant, &spec.user));
     let host_port = c
         .ports
         .unwrap_or_default()
@@ -332,5 +414,7 @@ fn summary_to_server(c: ContainerSummary) -> Option<Server> {
         pid: None,
         host_port,
         managed_by_cli: labels.get(labels::ORIGIN).map(String::as_str) != Some("compose"),
+        kernel_release,
+        cert_volume,
     })
 }

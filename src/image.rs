@@ -67,7 +67,8 @@ pub async fn ensure(engine: &Engine, image: &str, lock_dir: &Path) -> Result<Str
     build(engine, image, false).await
 }
 
-fn version_of(labels: &HashMap<String, String>) -> String {
+/// The systemtap version an image's label carries, `unknown` without one.
+pub fn version_of(labels: &HashMap<String, String>) -> String {
     labels
         .get(VERSION_LABEL)
         .cloned()

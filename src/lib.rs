@@ -14,12 +14,16 @@
 //! - [`engine`]: the only module that speaks bollard.
 //! - [`image`]: the compile-server image, offline (mmdebstrap) or from a registry.
 //! - [`advertise`], [`certinfo`]: mDNS through avahi service files; certificate serials.
+//! - [`announce`]: the service files kept equal to the running servers (after each action,
+//!   and following the engine's events).
+//! - [`trust`]: the host's global client trust of the servers' certificates.
 //! - [`report`]: classic output lines and the log file.
 //! - [`lock`]: host locks for once-only work.
 //! - [`app`]: the actions, glue from the command line to the modules above.
 //! - [`error`]: the error enum and its exit codes.
 
 pub mod advertise;
+pub mod announce;
 pub mod app;
 pub mod body;
 pub mod buildtree;
@@ -36,3 +40,4 @@ pub mod lock;
 pub mod plan;
 pub mod report;
 pub mod spec;
+pub mod trust;

@@ -140,6 +140,8 @@ mod tests {
             pid: Some(1),
             host_port: Some(40000),
             managed_by_cli: true,
+            kernel_release: "6.1.0-56-amd64".into(),
+            cert_volume: "v".into(),
         }
     }
 

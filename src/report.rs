@@ -176,6 +176,8 @@ mod tests {
             pid: Some(23640),
             host_port: Some(5600),
             managed_by_cli: true,
+            kernel_release: "6.1.0-56-amd64".into(),
+            cert_volume: "v".into(),
         };
         assert_eq!(
             status_line(&server),

@@ -142,6 +142,12 @@ pub struct Server {
     pub host_port: Option<u16>,
     /// Whether the manager created it (as opposed to docker-compose or another tool).
     pub managed_by_cli: bool,
+    /// The release stap-serverd serves and mDNS advertises (a path release's
+    /// `kernel.release`), from the container's label.
+    pub kernel_release: String,
+    /// The volume that holds the server's certificate, from the container's label (a compose
+    /// project names its volumes itself).
+    pub cert_volume: String,
 }
 
 impl Server {
@@ -465,7 +471,7 @@ pub fn installed_releases(modules: &Path) -> std::io::Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn host() -> Host {
@@ -476,7 +482,8 @@ mod tests {
         }
     }
 
-    fn spec(release: &str) -> ServerSpec {
+    /// A server spec with the defaults, for tests across the crate.
+    pub(crate) fn spec(release: &str) -> ServerSpec {
         ServerSpec::example(release)
     }
 
@@ -489,6 +496,8 @@ mod tests {
             pid: Some(pid),
             host_port: Some(5600),
             managed_by_cli: true,
+            kernel_release: "6.1.0-56-amd64".into(),
+            cert_volume: "v".into(),
         }
     }
 

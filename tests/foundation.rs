@@ -2,15 +2,7 @@
 
 mod common;
 
-use common::{Env, compile, headers_release, text};
-
-fn serial(status: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate serial "))
-        .unwrap_or_else(|| panic!("no certificate serial in:\n{status}"))
-        .to_string()
-}
+use common::{Env, compile, headers_release, serial, text};
 
 #[test]
 fn start_compile_stop_and_the_certificate_survives() {

@@ -2,7 +2,9 @@
 //!
 //! Every test gets a tenant of its own (so runs never collide), a global configuration file
 //! that points the state, log and avahi paths into a temporary directory, and a guard that
-//! removes whatever carries the tenant's label when the test ends, passed or failed.
+//! removes whatever carries the tenant's label when the test ends, passed or failed: its
+//! containers, volumes and networks, its service files in the host's avahi directory, and the
+//! host clients' trust of its certificates.
 
 #![allow(dead_code)]
 
@@ -11,6 +13,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The directory the host's avahi-daemon watches for static services.
+pub const AVAHI_SERVICES: &str = "/etc/avahi/services";
 
 pub struct Env {
     pub tenant: String,
@@ -89,6 +94,52 @@ impl Env {
             ),
         )
         .unwrap();
+    }
+
+    /// Like [`Env::new`], but servers are advertised through the host's real avahi-daemon:
+    /// the service files go to [`AVAHI_SERVICES`], named after the tenant (so tests never
+    /// touch each other's), and are removed when the test ends.
+    pub fn advertised(name: &str) -> Env {
+        let env = Env::new(name);
+        env.write_global(&format!("AVAHI_SERVICES_PATH={AVAHI_SERVICES}\n"));
+        env
+    }
+
+    /// The tenant's service files in the host's avahi directory.
+    pub fn service_files(&self) -> Vec<PathBuf> {
+        let prefix = format!("stap-server-{}.", self.tenant);
+        let mut found: Vec<PathBuf> = std::fs::read_dir(AVAHI_SERVICES)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    /// The certificate serials (stap's form) in the tenant's certificate volumes.
+    pub fn serials(&self) -> Vec<String> {
+        let label = format!("label=io.stap-server.tenant={}", self.tenant);
+        let mut serials = Vec::new();
+        for volume in lines(&docker(&["volume", "ls", "-q", "--filter", &label])) {
+            let mountpoint = lines(&docker(&[
+                "volume",
+                "inspect",
+                "--format",
+                "{{.Mountpoint}}",
+                &volume,
+            ]));
+            if let Some(m) = mountpoint.first() {
+                let cert = Path::new(m).join("ssl/server/stap.cert");
+                if let Ok(serial) = stap_server::certinfo::read_serial(&cert) {
+                    serials.push(serial);
+                }
+            }
+        }
+        serials
     }
 
     /// Runs the manager with this test's configuration.
@@ -185,6 +236,12 @@ pub fn running_release() -> String {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        for file in self.service_files() {
+            let _ = std::fs::remove_file(file);
+        }
+        for serial in self.serials() {
+            revoke_global_trust(&serial);
+        }
         let label = format!("label=io.stap-server.tenant={}", self.tenant);
         let ids = lines(&docker(&["ps", "-aq", "--filter", &label]));
         if !ids.is_empty() {
@@ -201,6 +258,32 @@ impl Drop for Env {
             }
         }
     }
+}
+
+/// Removes a certificate from the host's global client trust and signer databases, where
+/// `start` added it (as root, with the stap client installed), under the managers' lock.
+pub fn revoke_global_trust(serial: &str) {
+    if !Path::new("/etc/systemtap/ssl/client").exists() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let _lock = stap_server::trust::lock();
+    let _ = Command::new("stap")
+        .args([
+            "--trust-servers=ssl,signer,all-users,revoke,no-prompt",
+            &format!("--use-server={serial}"),
+        ])
+        .env("SYSTEMTAP_DIR", scratch.path())
+        .output();
+}
+
+/// The certificate serial that `status` prints for a server.
+pub fn serial(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate serial "))
+        .unwrap_or_else(|| panic!("no certificate serial in:\n{status}"))
+        .to_string()
 }
 
 pub fn docker(args: &[&str]) -> Output {

@@ -1,0 +1,427 @@
+//! Keeping the mDNS advertisements equal to the servers that really run.
+//!
+//! One reconciliation lists the tenant's servers once, works out the advertisement each
+//! running one should have ([`advert`]), and makes avahi's service files say exactly that
+//! ([`changes`]): whoever started a server (the CLI, a restart policy, docker-compose) and
+//! however it ended. The actions reconcile after they change something; `announce` follows
+//! the engine's events and reconciles after each batch, reconnecting when the engine goes away.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+
+use crate::advertise::{Advert, Publisher, optinfo};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::image;
+use crate::spec::Server;
+use crate::{body, certinfo};
+
+/// Where avahi-daemon accepts its clients; present while it runs.
+pub const AVAHI_SOCKET: &str = "/run/avahi-daemon/socket";
+/// How long to wait for more events before reconciling, so a burst costs one list call.
+const BATCH: Duration = Duration::from_millis(200);
+/// The first and the longest pause before reconnecting to an engine that went away.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
+
+/// The key of a server's service file: the tenant, a dot (which tenant names never hold), the
+/// container name. A tenant's files are then exactly those whose key starts with [`prefix`].
+pub fn key(tenant: &str, container: &str) -> String {
+    format!("{tenant}.{container}")
+}
+
+/// The key prefix of a tenant's service files.
+pub fn prefix(tenant: &str) -> String {
+    format!("{tenant}.")
+}
+
+/// The advertisement of one server, `None` unless it runs with a host port.
+///
+/// The instance name is fixed for the server's life (its nickname, else its release), so a
+/// restart does not rename it; avahi appends ` #2` where two servers would share a name.
+pub fn advert(server: &Server, version: &str, certinfo: &str) -> Option<Advert> {
+    if !server.running() {
+        return None;
+    }
+    let spec = &server.spec;
+    let which = spec
+        .nickname
+        .clone()
+        .unwrap_or_else(|| server.kernel_release.clone());
+    Some(Advert {
+        name: format!("Systemtap Compile Server on %h {which}"),
+        port: server.host_port?,
+        release: server.kernel_release.clone(),
+        arch: spec.arch.clone(),
+        version: version.into(),
+        optinfo: optinfo(
+            &spec.includes,
+            &spec.defines,
+            &spec.builds,
+            spec.runtime.as_deref(),
+        ),
+        certinfo: certinfo.into(),
+    })
+}
+
+/// One step towards the wanted service files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Write (or keep, when unchanged) the file of this key.
+    Publish(String, Advert),
+    /// Remove the file of a server that no longer runs.
+    Withdraw(String),
+}
+
+/// What makes the published files (`published`, keys) equal to `wanted`.
+pub fn changes(wanted: &BTreeMap<String, Advert>, published: &[String]) -> Vec<Change> {
+    let withdraw = published
+        .iter()
+        .filter(|k| !wanted.contains_key(*k))
+        .map(|k| Change::Withdraw(k.clone()));
+    let publish = wanted
+        .iter()
+        .map(|(k, a)| Change::Publish(k.clone(), a.clone()));
+    withdraw.chain(publish).collect()
+}
+
+/// Whether avahi can publish what is written to its services directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Avahi {
+    Ready,
+    /// The services directory does not exist: nothing is written.
+    NoDirectory,
+    /// The directory exists but no avahi-daemon answers: the files wait for it to start.
+    NotRunning,
+}
+
+impl Avahi {
+    /// Looks at the directory and at avahi-daemon's socket.
+    pub fn probe(dir: &Path) -> Avahi {
+        if !dir.is_dir() {
+            Avahi::NoDirectory
+        } else if UnixStream::connect(AVAHI_SOCKET).is_err() {
+            Avahi::NotRunning
+        } else {
+            Avahi::Ready
+        }
+    }
+
+    /// The one line that says servers are not advertised, if they are not.
+    pub fn warning(self, dir: &Path) -> Option<String> {
+        match self {
+            Avahi::Ready => None,
+            Avahi::NoDirectory => Some(format!(
+                "{} does not exist (is avahi-daemon installed?): servers are not advertised over mDNS",
+                dir.display()
+            )),
+            Avahi::NotRunning => Some(format!(
+                "avahi-daemon is not running: servers are not advertised over mDNS until it starts \
+                 (it reads the service files in {})",
+                dir.display()
+            )),
+        }
+    }
+}
+
+/// What a reconciliation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Keys whose file was written (new or changed).
+    pub published: Vec<String>,
+    /// Keys whose file was removed.
+    pub withdrawn: Vec<String>,
+    /// Servers that run but could not be advertised, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Where a server's certificate is inside its container: in the `--ssl` directory (mounted at
+/// its own path), else in the certificate volume on the server's `~/.systemtap`.
+pub fn cert_path(server: &Server) -> String {
+    match &server.spec.ssl {
+        Some(ssl) => ssl.join("stap.cert").display().to_string(),
+        None => format!("{}/ssl/server/stap.cert", body::SYSTEMTAP_DIR),
+    }
+}
+
+/// The certificate serial of a server in stap's form, read through the engine, so that it
+/// works for any server (a compose project names its volumes itself) and from a container.
+pub async fn cert_serial(engine: &Engine, server: &Server) -> Result<String> {
+    let path = cert_path(server);
+    let der = engine.read_file(&server.id, &path).await?;
+    certinfo::serial_from_der(&der)
+        .map_err(|e| Error::Invalid(format!("{path} in {}: {e}", server.name)))
+}
+
+/// The advertisements of the running servers, by key; a server whose certificate or image
+/// cannot be read is left out and reported.
+pub async fn wanted(
+    engine: &Engine,
+    tenant: &str,
+    servers: &[Server],
+) -> (BTreeMap<String, Advert>, Vec<(String, String)>) {
+    let mut versions: BTreeMap<String, String> = BTreeMap::new();
+    let mut wanted = BTreeMap::new();
+    let mut failed = Vec::new();
+    for server in servers.iter().filter(|s| s.running()) {
+        let image = &server.spec.image;
+        if !versions.contains_key(image) {
+            let version = match engine.image_labels(image).await {
+                Ok(Some(labels)) => image::version_of(&labels),
+                Ok(None) => "unknown".into(),
+                Err(e) => {
+                    failed.push((server.name.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            versions.insert(image.clone(), version);
+        }
+        let serial = match cert_serial(engine, server).await {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push((server.name.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if let Some(a) = advert(server, &versions[image], &serial) {
+            wanted.insert(key(tenant, &server.name), a);
+        }
+    }
+    (wanted, failed)
+}
+
+/// Makes the tenant's service files in `publisher`'s directory describe exactly its running
+/// servers: one list call, then only the files that differ are written or removed.
+pub async fn reconcile(engine: &Engine, tenant: &str, publisher: &Publisher) -> Result<Outcome> {
+    let servers = engine.servers(tenant).await?;
+    let (wanted, failed) = wanted(engine, tenant, &servers).await;
+    let mut outcome = Outcome {
+        failed,
+        ..Outcome::default()
+    };
+    if !publisher.dir().is_dir() {
+        return Ok(outcome);
+    }
+    let dir = publisher.dir();
+    let published = publisher
+        .published(&prefix(tenant))
+        .map_err(|e| Error::io("cannot read", dir, e))?;
+    for change in changes(&wanted, &published) {
+        match change {
+            Change::Publish(k, a) => {
+                if publisher
+                    .publish(&k, &a)
+                    .map_err(|e| Error::io("cannot write a service file in", dir, e))?
+                {
+                    outcome.published.push(k);
+                }
+            }
+            Change::Withdraw(k) => {
+                if publisher
+                    .withdraw(&k)
+                    .map_err(|e| Error::io("cannot remove a service file in", dir, e))?
+                {
+                    outcome.withdrawn.push(k);
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// Prints what a reconciliation did, one line per file, on standard error.
+fn tell(outcome: &Outcome) {
+    for k in &outcome.published {
+        eprintln!("stap-server announce: advertised {k}");
+    }
+    for k in &outcome.withdrawn {
+        eprintln!("stap-server announce: withdrew {k}");
+    }
+    for (name, reason) in &outcome.failed {
+        eprintln!("stap-server announce: cannot advertise {name}: {reason}");
+    }
+}
+
+/// `announce --once`: one reconciliation.
+pub async fn once(engine: &Engine, tenant: &str, publisher: &Publisher) -> Result<Outcome> {
+    let outcome = reconcile(engine, tenant, publisher).await?;
+    tell(&outcome);
+    Ok(outcome)
+}
+
+/// `announce`: follows the engine's events and reconciles after each batch, forever. When the
+/// engine goes away it reconnects with a growing pause, then reconciles again, so what
+/// happened meanwhile is caught up.
+pub async fn follow(engine: &Engine, tenant: &str, publisher: &Publisher) -> Result<()> {
+    let mut pause = BACKOFF.0;
+    loop {
+        // Events from just before the list on, so nothing between the two is missed.
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .saturating_sub(1);
+        let mut events = engine.server_events(tenant, since);
+        match reconcile(engine, tenant, publisher).await {
+            Ok(outcome) => {
+                tell(&outcome);
+                eprintln!(
+                    "stap-server announce: following the engine's events for tenant {tenant}"
+                );
+                pause = BACKOFF.0;
+            }
+            Err(e) => {
+                eprintln!(
+                    "stap-server announce: {e}; retrying in {} ms",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(BACKOFF.1);
+                continue;
+            }
+        }
+        let lost = loop {
+            match events.next().await {
+                Some(Ok(())) => tracing::debug!("an event; reconciling after the burst"),
+                Some(Err(e)) => break e.to_string(),
+                None => break "the engine closed the event stream".to_string(),
+            }
+            // Take the rest of the burst before looking.
+            let mut ended = None;
+            while let Ok(more) = tokio::time::timeout(BATCH, events.next()).await {
+                match more {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        ended = Some(e.to_string());
+                        break;
+                    }
+                    None => {
+                        ended = Some("the engine closed the event stream".to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = ended {
+                break reason;
+            }
+            match reconcile(engine, tenant, publisher).await {
+                Ok(outcome) => tell(&outcome),
+                Err(e) => break e.to_string(),
+            }
+        };
+        eprintln!(
+            "stap-server announce: lost the engine ({lost}); reconnecting in {} ms",
+            pause.as_millis()
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(BACKOFF.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ServerSpec;
+
+    fn server(nickname: Option<&str>, state: &str, port: Option<u16>) -> Server {
+        Server {
+            spec: ServerSpec {
+                tenant: "t".into(),
+                nickname: nickname.map(String::from),
+                includes: vec!["/inc".into()],
+                defines: vec!["X=1".into()],
+                ..crate::spec::tests::spec("/srv/tree")
+            },
+            id: "id".into(),
+            name: "stap-server-t-x86_64-tree".into(),
+            state: state.into(),
+            pid: Some(4242),
+            host_port: port,
+            managed_by_cli: true,
+            kernel_release: "6.1.192".into(),
+            cert_volume: "v".into(),
+        }
+    }
+
+    #[test]
+    fn the_advert_of_a_running_server() {
+        let a = advert(&server(None, "running", Some(40001)), "5.1", "00:cc").unwrap();
+        assert_eq!(
+            a,
+            Advert {
+                name: "Systemtap Compile Server on %h 6.1.192".into(),
+                port: 40001,
+                release: "6.1.192".into(),
+                arch: "x86_64".into(),
+                version: "5.1".into(),
+                optinfo: "-DX=1 -I/inc".into(),
+                certinfo: "00:cc".into(),
+            }
+        );
+        let named = advert(&server(Some("native"), "running", Some(1)), "5.1", "").unwrap();
+        assert_eq!(named.name, "Systemtap Compile Server on %h native");
+    }
+
+    #[test]
+    fn only_running_servers_with_a_port_are_advertised() {
+        assert_eq!(advert(&server(None, "exited", Some(1)), "5.1", ""), None);
+        assert_eq!(
+            advert(&server(None, "restarting", Some(1)), "5.1", ""),
+            None
+        );
+        assert_eq!(advert(&server(None, "running", None), "5.1", ""), None);
+    }
+
+    #[test]
+    fn the_certificate_inside_the_container() {
+        let mut s = server(None, "running", Some(1));
+        assert_eq!(
+            cert_path(&s),
+            "/var/lib/stap-server/.systemtap/ssl/server/stap.cert"
+        );
+        s.spec.ssl = Some("/etc/stap/ssl".into());
+        assert_eq!(cert_path(&s), "/etc/stap/ssl/stap.cert");
+    }
+
+    #[test]
+    fn keys_separate_tenants() {
+        assert_eq!(key("a", "stap-server-a-b-x"), "a.stap-server-a-b-x");
+        // Tenant "a" must not claim tenant "a-b"'s files.
+        assert!(!key("a-b", "c").starts_with(&prefix("a")));
+        assert!(key("a", "c").starts_with(&prefix("a")));
+    }
+
+    #[test]
+    fn changes_publish_the_wanted_and_withdraw_the_rest() {
+        let a = advert(&server(None, "running", Some(1)), "5.1", "").unwrap();
+        let wanted = BTreeMap::from([("t.x".to_string(), a.clone())]);
+        assert_eq!(
+            changes(&wanted, &["t.gone".into(), "t.x".into()]),
+            [
+                Change::Withdraw("t.gone".into()),
+                Change::Publish("t.x".into(), a),
+            ]
+        );
+        assert_eq!(changes(&BTreeMap::new(), &[]), []);
+    }
+
+    #[test]
+    fn avahi_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("services");
+        assert_eq!(Avahi::probe(&missing), Avahi::NoDirectory);
+        let w = Avahi::NoDirectory.warning(&missing).unwrap();
+        assert!(w.contains(&missing.display().to_string()), "{w}");
+        assert!(w.contains("not advertised"), "{w}");
+        assert!(
+            Avahi::NotRunning
+                .warning(dir.path())
+                .unwrap()
+                .contains("not running")
+        );
+        assert_eq!(Avahi::Ready.warning(dir.path()), None);
+    }
+}
