@@ -24,6 +24,8 @@ use crate::{body, certinfo};
 pub const AVAHI_SOCKET: &str = "/run/avahi-daemon/socket";
 /// How long to wait for more events before reconciling, so a burst costs one list call.
 const BATCH: Duration = Duration::from_millis(200);
+/// How soon a server that could not be advertised is looked at again.
+const RETRY: Duration = Duration::from_secs(2);
 /// The first and the longest pause before reconnecting to an engine that went away.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(10));
 
@@ -265,9 +267,11 @@ pub async fn follow(engine: &Engine, tenant: &str, publisher: &Publisher) -> Res
             .as_secs()
             .saturating_sub(1);
         let mut events = engine.server_events(tenant, since);
+        let mut pending;
         match reconcile(engine, tenant, publisher).await {
             Ok(outcome) => {
                 tell(&outcome);
+                pending = !outcome.failed.is_empty();
                 eprintln!(
                     "stap-server announce: following the engine's events for tenant {tenant}"
                 );
@@ -284,10 +288,18 @@ pub async fn follow(engine: &Engine, tenant: &str, publisher: &Publisher) -> Res
             }
         }
         let lost = loop {
-            match events.next().await {
-                Some(Ok(())) => tracing::debug!("an event; reconciling after the burst"),
-                Some(Err(e)) => break e.to_string(),
-                None => break "the engine closed the event stream".to_string(),
+            // A server that could not be advertised yet (its first certificate is still being
+            // made) is looked at again after RETRY, events or not.
+            let first = if pending {
+                tokio::time::timeout(RETRY, events.next()).await.ok()
+            } else {
+                Some(events.next().await)
+            };
+            match first {
+                None => tracing::debug!("retrying the servers not advertised yet"),
+                Some(Some(Ok(()))) => tracing::debug!("an event; reconciling after the burst"),
+                Some(Some(Err(e))) => break e.to_string(),
+                Some(None) => break "the engine closed the event stream".to_string(),
             }
             // Take the rest of the burst before looking.
             let mut ended = None;
@@ -308,7 +320,10 @@ pub async fn follow(engine: &Engine, tenant: &str, publisher: &Publisher) -> Res
                 break reason;
             }
             match reconcile(engine, tenant, publisher).await {
-                Ok(outcome) => tell(&outcome),
+                Ok(outcome) => {
+                    tell(&outcome);
+                    pending = !outcome.failed.is_empty();
+                }
                 Err(e) => break e.to_string(),
             }
         };

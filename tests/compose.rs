@@ -41,6 +41,27 @@ fn wait_listening(name: &str) {
     }
 }
 
+/// The service files in the test's avahi directory.
+fn advertised(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.path("avahi"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
+}
+
+/// `f()` once it gives something, within 30 s.
+fn poll<T>(f: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "nothing within 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Everything the tenant's label selects: containers, volumes, networks.
 fn leftovers(tenant: &str) -> Vec<String> {
     let label = format!("label=io.stap-server.tenant={tenant}");
@@ -73,7 +94,7 @@ fn the_shipped_compose_file_serves_the_stock_client() {
         ),
     ];
     let project = env.tenant.clone();
-    let up = compose(&project, &file, &["up", "-d", "server"], &vars);
+    let up = compose(&project, &file, &["up", "-d"], &vars);
     assert!(up.status.success(), "up: {}", text(&up));
     let down = || compose(&project, &file, &["down", "-v"], &vars);
 
@@ -81,12 +102,25 @@ fn the_shipped_compose_file_serves_the_stock_client() {
         "ps",
         "--filter",
         &format!("label=io.stap-server.tenant={}", env.tenant),
+        "--filter",
+        "label=io.stap-server.release",
         "--format",
         "{{.Names}}",
     ]));
     assert_eq!(name.len(), 1, "{name:?}");
     wait_listening(&name[0]);
     compile(&env.path("client"), port, &release);
+
+    // The announce service advertises it from the host's avahi directory.
+    let record = poll(|| {
+        advertised(&env)
+            .into_iter()
+            .find(|t| t.contains(&format!("<port>{port}</port>")))
+    });
+    assert!(
+        record.contains(&format!("sysinfo={release} x86_64")),
+        "{record}"
+    );
 
     // status shows it like one of its own; stop (nothing named) leaves it to compose.
     let status = env.expect(&["status"], 0);
@@ -95,7 +129,7 @@ fn the_shipped_compose_file_serves_the_stock_client() {
         "{status}"
     );
     env.expect(&["stop"], 0);
-    assert_eq!(env.containers().len(), 1, "stop left the compose server");
+    assert_eq!(env.containers().len(), 2, "stop left the compose server");
 
     let out = down();
     assert!(out.status.success(), "down: {}", text(&out));
@@ -104,6 +138,7 @@ fn the_shipped_compose_file_serves_the_stock_client() {
         "{:?}",
         leftovers(&env.tenant)
     );
+    assert!(advertised(&env).is_empty(), "the record is withdrawn");
 }
 
 #[test]
