@@ -310,21 +310,40 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// Trusts the server at `port` in a client database of the test's own, then compiles a
-/// module through it with the stock client; returns the module's path.
-pub fn compile(client_dir: &Path, port: u16, release: &str) -> PathBuf {
+/// Trusts the server at `port` in a client database of the test's own (in `client_dir`).
+pub fn trust(client_dir: &Path, port: u16) {
     require("stap", "the systemtap client (apt-get install systemtap)");
     std::fs::create_dir_all(client_dir).unwrap();
-    let server = format!("--use-server=127.0.0.1:{port}");
     let trust = Command::new("stap")
-        .args(["--trust-servers=ssl,no-prompt", &server])
+        .args([
+            "--trust-servers=ssl,no-prompt",
+            &format!("--use-server=127.0.0.1:{port}"),
+        ])
         .env("SYSTEMTAP_DIR", client_dir.join(".systemtap"))
         .output()
         .unwrap();
     assert!(trust.status.success(), "trust: {}", text(&trust));
-    let out = Command::new("stap")
-        .args([
-            &server,
+}
+
+/// Runs the stock client through the server at `port` with the trust of `client_dir`.
+pub fn stap(client_dir: &Path, port: u16, args: &[&str]) -> Output {
+    Command::new("stap")
+        .arg(format!("--use-server=127.0.0.1:{port}"))
+        .args(args)
+        .current_dir(client_dir)
+        .env("SYSTEMTAP_DIR", client_dir.join(".systemtap"))
+        .output()
+        .unwrap()
+}
+
+/// Trusts the server at `port` in a client database of the test's own, then compiles a
+/// module through it with the stock client; returns the module's path.
+pub fn compile(client_dir: &Path, port: u16, release: &str) -> PathBuf {
+    trust(client_dir, port);
+    let out = stap(
+        client_dir,
+        port,
+        &[
             "-r",
             release,
             "-p4",
@@ -332,11 +351,8 @@ pub fn compile(client_dir: &Path, port: u16, release: &str) -> PathBuf {
             "hello",
             "-e",
             "probe begin { exit() }",
-        ])
-        .current_dir(client_dir)
-        .env("SYSTEMTAP_DIR", client_dir.join(".systemtap"))
-        .output()
-        .unwrap();
+        ],
+    );
     let module = client_dir.join("hello.ko");
     assert!(
         out.status.success() && module.is_file(),
