@@ -61,6 +61,40 @@ fn status(e: &BollardError) -> Option<u16> {
     }
 }
 
+/// The host PID of a container's main process, read from its cgroup on this host: the one
+/// process of the group whose parent is outside it (the runtime's shim). `None` when the
+/// cgroup is not found here (another layout, or a remote engine); `Some(None)` when the
+/// group has no process left (the container just died).
+pub fn cgroup_main_pid(id: &str) -> Option<Option<u32>> {
+    const ROOTS: [&str; 3] = [
+        "/sys/fs/cgroup/pids/docker/{}",
+        "/sys/fs/cgroup/docker/{}",
+        "/sys/fs/cgroup/system.slice/docker-{}.scope",
+    ];
+    let procs = ROOTS.iter().find_map(|root| {
+        std::fs::read_to_string(format!("{}/cgroup.procs", root.replace("{}", id))).ok()
+    })?;
+    let pids: Vec<u32> = procs
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command may hold spaces and parentheses: fields follow the last ')'.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some(
+        pids.iter()
+            .copied()
+            .find(|p| parent(*p).is_some_and(|pp| !pids.contains(&pp))),
+    )
+}
+
 /// Where the engine is, as the user would name it.
 pub fn address() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
@@ -104,17 +138,25 @@ impl Engine {
             .await
             .map_err(|e| Error::engine("cannot list containers", e))?;
         let mut servers: Vec<Server> = list.into_iter().filter_map(summary_to_server).collect();
-        // The list can lag behind a container that just died; inspecting the running ones
-        // gives their PID and their state as it is now.
+        // The list can lag behind a container that just died. On a local engine the running
+        // ones' cgroups give their PID and liveness as they are now, with no call per server;
+        // otherwise each is inspected.
+        let local = address().starts_with("unix://");
         let now: Vec<Option<Runtime>> = stream::iter(servers.iter().map(|s| {
             let id = s.id.clone();
             let running = s.running();
             async move {
-                if running {
-                    self.inspect(&id).await.ok()
-                } else {
-                    None
+                if !running {
+                    return None;
                 }
+                if local && let Some(pid) = cgroup_main_pid(&id) {
+                    return Some(Runtime {
+                        state: if pid.is_some() { "running" } else { "exited" }.into(),
+                        pid,
+                        ..Runtime::default()
+                    });
+                }
+                self.inspect(&id).await.ok()
             }
         }))
         .buffered(CONCURRENCY)

@@ -29,6 +29,14 @@ fn every_server_is_hardened_by_default() {
     let c = inspect(&names[0]);
     let (config, host) = (&c["Config"], &c["HostConfig"]);
 
+    // status names the server by its container's main process, as the engine knows it.
+    let status = env.expect(&["status"], 0);
+    assert!(
+        status.contains(&format!("running as PID {}", c["State"]["Pid"])),
+        "{status}\nengine: {}",
+        c["State"]["Pid"]
+    );
+
     let user = config["User"].as_str().unwrap();
     let uid = user.split(':').next().unwrap();
     assert!(
