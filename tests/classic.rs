@@ -175,6 +175,15 @@ fn a_conf_d_of_several_servers() {
     assert_eq!(running_lines(&status), 1, "beta stays stopped: {status}");
     assert_ne!(alpha, env.container_ids());
 
+    // A dead server (its container stopped behind the manager's back): status 1, and
+    // start replaces it.
+    let alpha = env.containers();
+    common::docker(&["stop", "-t", "1", &alpha[0]]);
+    let status = env.expect(&["status"], 1);
+    assert!(status.contains("is no longer running"), "{status}");
+    env.expect(&["start", "-n", "alpha"], 0);
+    assert_eq!(running_lines(&env.expect(&["status"], 0)), 1);
+
     // An unknown nickname is named.
     let out = env.expect(&["status", "-n", "gamma"], 3);
     assert!(
