@@ -98,6 +98,47 @@ fn sigkill_at_any_point_of_start_is_repaired_by_the_next_start() {
     }
 }
 
+#[test]
+fn sigkill_during_stop_and_restart_is_repaired() {
+    let env = Env::new("crashsr");
+    let release = headers_release();
+    warm_span(&env, &release);
+    for action in ["stop", "restart"] {
+        let args: &[&str] = if action == "stop" {
+            &["stop"]
+        } else {
+            &["restart", "-r", &release]
+        };
+        assert!(env.run(&["start", "-r", &release]).status.success());
+        let t = Instant::now();
+        assert!(env.run(args).status.success());
+        let span = t.elapsed();
+        eprintln!("{action} took {span:?}");
+        for f in [0.1, 0.3, 0.5, 0.7, 0.9] {
+            let delay = span.mul_f64(f);
+            let what = format!("{action} killed after {delay:?}");
+            assert!(
+                env.run(&["start", "-r", &release]).status.success(),
+                "{what}"
+            );
+            let child = env.spawn(args);
+            std::thread::sleep(delay);
+            signal(&child, Signal::SIGKILL);
+            wait_output(child, LIMIT);
+            eprintln!("{what}: left {:?}", env.containers());
+            status_shows_what_is_left(&env, &what);
+            let again = env.run(&["start", "-r", &release]);
+            assert_eq!(again.status.code(), Some(0), "{what}: {}", text(&again));
+            env.assert_one_healthy();
+            assert_eq!(env.adverts().len(), 1, "{what}: {:?}", env.adverts());
+        }
+        let stop = env.run(&["stop"]);
+        assert!(stop.status.success(), "{}", text(&stop));
+        assert!(env.containers().is_empty(), "{:?}", env.containers());
+        assert!(env.adverts().is_empty(), "{:?}", env.adverts());
+    }
+}
+
 /// How long a warm start takes (the certificate made by a first start): the server's own
 /// making. Nothing runs afterwards.
 fn warm_span(env: &Env, release: &str) -> Duration {
