@@ -408,14 +408,22 @@ impl Ctx {
     async fn stop(&mut self, steps: Vec<Stop>) -> bool {
         let engine = self.engine.clone();
         let lock_dir = &self.settings.global.stat_path;
+        let publisher = self.publisher();
         let results: Vec<Result<()>> = stream::iter(steps.iter().map(|step| {
             let engine = engine.clone();
+            let publisher = publisher.clone();
             async move {
                 match step {
                     Stop::Remove(server) => {
                         // A start of this server under way finishes first; then it goes.
                         let _lock = lock::Lock::wait(lock_dir, &server.name).await?;
-                        engine.remove(&server.id, STOP_GRACE).await
+                        engine.remove(&server.id, STOP_GRACE).await?;
+                        // A server of that name made since (a later start) keeps its
+                        // advertisement.
+                        if engine.find(&server.name).await?.is_none() {
+                            let _ = publisher.withdraw(&server.name);
+                        }
+                        Ok(())
                     }
                     _ => Ok(()),
                 }
@@ -448,9 +456,6 @@ impl Ctx {
                 Stop::Remove(server) => {
                     let what = format!("stap-server {}", report::running_options(server));
                     self.report.say(format!("Stopping {what}"));
-                    if result.is_ok() {
-                        self.withdraw(server);
-                    }
                     ok &= result.is_ok();
                     self.report
                         .outcome(&format!("{what} stop"), result.map_err(|e| e.to_string()));
@@ -503,6 +508,30 @@ impl Ctx {
             }
         }
         let engine = self.engine.clone();
+        let cleanup = self.cleanup.clone();
+        let lock_dir = &self.settings.global.stat_path;
+        // Each server's lock is held until it is handed over (advertised), which is after all
+        // are made or found: taken in name order, so managers starting overlapping sets never
+        // wait on each other in a circle.
+        let mut names: Vec<(String, Option<usize>)> = prepared
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (body::container_name(&p.spec), Some(i)))
+            .chain(steps.iter().filter_map(|step| match step {
+                Start::Running(s) => Some((s.name.clone(), None)),
+                _ => None,
+            }))
+            .collect();
+        names.sort();
+        let mut locks: Vec<Option<lock::Lock>> = prepared.iter().map(|_| None).collect();
+        let mut found_locks = Vec::new();
+        for (name, i) in names {
+            let lock = lock::Lock::wait(lock_dir, &name).await?;
+            match i {
+                Some(i) => locks[i] = Some(lock),
+                None => found_locks.push(lock),
+            }
+        }
         // A server found running may be one a killed or concurrent manager started: it
         // counts once it accepts connections, and it gets its advertisement.
         let settled: Vec<Result<Server>> = stream::iter(steps.iter().filter_map(|step| {
@@ -513,16 +542,15 @@ impl Ctx {
         .buffered(CONCURRENCY)
         .collect()
         .await;
-        let cleanup = self.cleanup.clone();
-        let lock_dir = &self.settings.global.stat_path;
-        let results: Vec<Result<Server>> = stream::iter(prepared.iter().map(|p| {
-            let engine = engine.clone();
-            let cleanup = cleanup.clone();
-            async move { create_and_wait(&engine, p, &cleanup, lock_dir).await }
-        }))
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
+        let results: Vec<Result<Server>> =
+            stream::iter(prepared.iter().zip(locks).map(|(p, lock)| {
+                let engine = engine.clone();
+                let cleanup = cleanup.clone();
+                async move { create_and_wait(&engine, p, lock, &cleanup, lock_dir).await }
+            }))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
 
         let mut results = results.into_iter();
         let mut settled = settled.into_iter();
@@ -569,6 +597,7 @@ impl Ctx {
             self.report
                 .outcome(&format!("{what} start"), outcome.map(|_| ()));
         }
+        drop(found_locks);
         Ok(ok)
     }
 
@@ -703,26 +732,23 @@ impl Ctx {
             }
         }
     }
-
-    fn withdraw(&mut self, server: &Server) {
-        let _ = self.publisher().withdraw(&server.name);
-    }
 }
 
 /// Makes one server and waits until it accepts connections. On failure the container is
 /// removed and the error carries its last log lines.
 ///
-/// One manager at a time makes a given server (a host lock on its name): the others wait,
-/// then find it running and wait for it like their own. So a container of that name that is
-/// not running, found under the lock, was left by a manager that died: it is replaced.
+/// One manager at a time makes a given server (`lock`, the host lock on its name): the others
+/// wait, then find it running and wait for it like their own. So a container of that name
+/// that is not running, found under the lock, was left by a manager that died: it is
+/// replaced.
 async fn create_and_wait(
     engine: &Engine,
     p: &Prepared,
+    mut lock: Option<lock::Lock>,
     cleanup: &Cleanup,
     lock_dir: &Path,
 ) -> Result<Server> {
     let name = body::container_name(&p.spec);
-    let mut lock = Some(lock::Lock::wait(lock_dir, &name).await?);
     if let Some(old) = &p.replaces
         && old.name != name
         && engine
@@ -796,9 +822,20 @@ async fn create_and_wait(
     }
 }
 
-/// A server found running, once it accepts connections, with its current runtime.
+/// A server found running, once it accepts connections, with its current runtime. One that
+/// goes down meanwhile (a stop whose manager died had already asked the engine to stop it)
+/// is started again, once.
 async fn settle(engine: &Engine, s: &Server) -> Result<Server> {
-    let rt = wait_ready(engine, &s.id).await?;
+    let rt = match wait_ready(engine, &s.id).await {
+        Ok(rt) => rt,
+        Err(e) => match engine.find(&s.id).await? {
+            Some(rt) if rt.state != "running" => {
+                engine.start(&s.id).await?;
+                wait_ready(engine, &s.id).await?
+            }
+            _ => return Err(e),
+        },
+    };
     Ok(Server {
         state: "running".into(),
         pid: rt.pid,

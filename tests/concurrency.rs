@@ -121,3 +121,37 @@ fn mixed_starts_stops_and_statuses_converge() {
         );
     }
 }
+
+#[test]
+fn simultaneous_starts_of_the_same_two_servers_both_succeed() {
+    let env = Env::new("conc2");
+    let release = headers_release();
+    // Two configured servers: every start makes both, so each manager needs two servers that
+    // the others are making too.
+    for nick in ["one", "two"] {
+        std::fs::write(
+            env.path("conf.d").join(format!("{nick}.conf")),
+            format!("RELEASE={release}\nNICKNAME={nick}\n"),
+        )
+        .unwrap();
+    }
+    let children: Vec<_> = (0..4).map(|_| env.spawn(&["start"])).collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = wait_output(child, LIMIT);
+        assert_eq!(out.status.code(), Some(0), "start #{i}: {}", text(&out));
+    }
+    let containers = env.containers();
+    assert_eq!(containers.len(), 2, "{containers:?}");
+    let status = env.run(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    for port in text(&status)
+        .lines()
+        .filter(|l| l.contains("running as PID"))
+        .map(|l| env.port_of(l))
+    {
+        assert!(common::accepts(port), "port {port}: {}", text(&status));
+    }
+    assert_eq!(env.adverts().len(), 2, "{:?}", env.adverts());
+    assert!(env.run(&["stop"]).status.success());
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+}
