@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream;
+use tokio::sync::watch;
 
 use crate::advertise::Publisher;
 use crate::announce::{self, Avahi};
@@ -54,19 +55,28 @@ pub fn load_settings(opts: &[Opt]) -> Result<Settings> {
     if global_file.is_file() {
         global = read_config(&global_file, |r, p| config::parse_global(r, p, &global))?;
     }
-    let extra = opts.iter().rev().find_map(|o| match o {
-        Opt::Config(p) => Some(p.clone()),
-        _ => None,
-    });
-    if let Some(path) = extra {
-        if !path.is_file() {
-            return Err(Error::Config(vec![ConfigError {
-                file: path,
-                line: 0,
-                message: "no such configuration file".into(),
-            }]));
-        }
-        global = read_config(&path, |r, p| config::parse_global(r, p, &global))?;
+    let extras: Vec<&PathBuf> = opts
+        .iter()
+        .filter_map(|o| match o {
+            Opt::Config(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    // Every file named must exist, though only the last is read.
+    let missing: Vec<ConfigError> = extras
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| ConfigError {
+            file: p.to_path_buf(),
+            line: 0,
+            message: "no such configuration file".into(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Config(missing));
+    }
+    if let Some(path) = extras.last() {
+        global = read_config(path, |r, p| config::parse_global(r, p, &global))?;
     }
     if let Some(t) = opts.iter().rev().find_map(|o| match o {
         Opt::Tenant(t) => Some(t.clone()),
@@ -212,7 +222,13 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
             let specs = ctx.wanted(&request);
             ctx.start(&specs, &observed).await?
         }
-        Action::Stop => ctx.stop(plan::stop(targets, &observed)).await,
+        Action::Stop => {
+            let stopped = ctx.stop(plan::stop(targets, &observed)).await;
+            if targets.is_none() {
+                ctx.remove_leftovers(&tenant).await?;
+            }
+            stopped
+        }
         Action::Restart => {
             let specs = match targets {
                 Some(t) => plan::target_specs(t),
@@ -376,27 +392,53 @@ async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Ser
     rc
 }
 
-/// Containers created by this process and not yet handed over (ready), removed if the
-/// process is interrupted.
+/// Containers this process is making and has not handed over yet (ready and advertised),
+/// removed if the process is interrupted.
+///
+/// Each is known by name from before its create request: an interrupt may come while the
+/// engine is making it, and the engine finishes a request whose caller has gone. Each keeps
+/// the host lock it is made under until it is handed over or removed, so no other manager
+/// takes that name in between.
 #[derive(Clone, Default)]
-pub struct Cleanup(Arc<Mutex<Vec<String>>>);
+pub struct Cleanup(Arc<Mutex<Vec<Pending>>>);
+
+struct Pending {
+    name: String,
+    _lock: Option<lock::Lock>,
+    /// Turns true when the engine has answered the create request.
+    created: Option<watch::Receiver<bool>>,
+}
+
+/// How long an interrupted manager waits for the engine to finish a create it asked for.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Cleanup {
-    fn add(&self, id: &str) {
-        self.0.lock().expect("not poisoned").push(id.to_string());
+    fn add(&self, name: &str, lock: Option<lock::Lock>, created: Option<watch::Receiver<bool>>) {
+        self.0.lock().expect("not poisoned").push(Pending {
+            name: name.to_string(),
+            _lock: lock,
+            created,
+        });
     }
-    fn done(&self, id: &str) {
-        self.0.lock().expect("not poisoned").retain(|x| x != id);
+    fn done(&self, name: &str) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .retain(|p| p.name != name);
     }
-    /// Removes what is still pending (on SIGINT/SIGTERM).
+    /// Removes what is still pending (on SIGINT/SIGTERM), then releases its locks.
     pub async fn run(&self) {
-        let ids: Vec<String> = self.0.lock().expect("not poisoned").drain(..).collect();
-        if ids.is_empty() {
+        let pending: Vec<Pending> = self.0.lock().expect("not poisoned").drain(..).collect();
+        if pending.is_empty() {
             return;
         }
         if let Ok(engine) = Engine::connect().await {
-            for id in ids {
-                let _ = engine.remove(&id, Duration::ZERO).await;
+            for mut p in pending {
+                if let Some(created) = &mut p.created {
+                    let _ =
+                        tokio::time::timeout(CREATE_TIMEOUT, created.wait_for(|done| *done)).await;
+                }
+                let _ = engine.remove(&p.name, Duration::ZERO).await;
             }
         }
     }
@@ -416,6 +458,8 @@ struct Prepared {
     who: Identity,
     /// A host port allotted from the tenant's `PORT_RANGE` (for servers with no `PORT`).
     host_port: Option<u16>,
+    /// A stopped container the plan found for this server, to be removed first.
+    replaces: Option<Server>,
 }
 
 impl Ctx {
@@ -437,11 +481,18 @@ impl Ctx {
     /// Stops servers concurrently; reports in plan order. True when all stopped.
     async fn stop(&mut self, steps: Vec<Stop>) -> bool {
         let engine = self.engine.clone();
+        let lock_dir = &self.settings.global.stat_path;
         let results: Vec<Result<()>> = stream::iter(steps.iter().map(|step| {
             let engine = engine.clone();
             async move {
                 match step {
-                    Stop::Remove(server) => engine.remove(&server.id, STOP_GRACE).await,
+                    Stop::Remove(server) => {
+                        // A start of this server under way finishes first; then it goes.
+                        let _lock = lock::Lock::wait(lock_dir, &server.name).await?;
+                        // Its advertisement goes with the action's reconciliation, which
+                        // also keeps that of a server of that name made since.
+                        engine.remove(&server.id, STOP_GRACE).await
+                    }
                     _ => Ok(()),
                 }
             }
@@ -489,11 +540,14 @@ impl Ctx {
         let mut prepared = Vec::new();
         let mut problems = Vec::new();
         for step in &steps {
-            if let Start::Create(spec) | Start::Replace(_, spec) = step {
-                match self.prepare(spec, true) {
-                    Ok(p) => prepared.push(p),
-                    Err(e) => problems.push(e.to_string()),
-                }
+            let (spec, replaces) = match step {
+                Start::Create(spec) => (spec, None),
+                Start::Replace(old, spec) => (spec, Some(old.clone())),
+                _ => continue,
+            };
+            match self.prepare(spec, true) {
+                Ok(p) => prepared.push(Prepared { replaces, ..p }),
+                Err(e) => problems.push(e.to_string()),
             }
         }
         if !problems.is_empty() {
@@ -519,30 +573,66 @@ impl Ctx {
             _ => None,
         };
         self.ensure_shared(&prepared).await?;
-        for step in &steps {
-            if let Start::Replace(old, _) = step {
-                self.engine.remove(&old.id, STOP_GRACE).await?;
-            }
-        }
-
         let engine = self.engine.clone();
         let cleanup = self.cleanup.clone();
-        let results: Vec<Result<Server>> = stream::iter(prepared.iter().map(|p| {
+        let lock_dir = &self.settings.global.stat_path;
+        // Each server's lock is held until it is handed over (advertised), which is after all
+        // are made or found: taken in name order, so managers starting overlapping sets never
+        // wait on each other in a circle.
+        let mut names: Vec<(String, Option<usize>)> = prepared
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (body::container_name(&p.spec), Some(i)))
+            .chain(steps.iter().filter_map(|step| match step {
+                Start::Running(s) => Some((s.name.clone(), None)),
+                _ => None,
+            }))
+            .collect();
+        names.sort();
+        let mut locks: Vec<Option<lock::Lock>> = prepared.iter().map(|_| None).collect();
+        let mut found_locks = Vec::new();
+        for (name, i) in names {
+            let lock = lock::Lock::wait(lock_dir, &name).await?;
+            match i {
+                Some(i) => locks[i] = Some(lock),
+                None => found_locks.push(lock),
+            }
+        }
+        // A server found running may be one a killed or concurrent manager started: it
+        // counts once it accepts connections, and it gets its advertisement.
+        let settled: Vec<Result<Server>> = stream::iter(steps.iter().filter_map(|step| {
+            let Start::Running(s) = step else { return None };
             let engine = engine.clone();
-            let cleanup = cleanup.clone();
-            async move { create_and_wait(&engine, p, &cleanup).await }
+            Some(async move { settle(&engine, s).await })
         }))
         .buffered(CONCURRENCY)
         .collect()
         .await;
+        let results: Vec<Result<Server>> =
+            stream::iter(prepared.iter().zip(locks).map(|(p, lock)| {
+                let engine = engine.clone();
+                let cleanup = cleanup.clone();
+                async move { create_and_wait(&engine, p, lock, &cleanup, lock_dir).await }
+            }))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
 
         let mut results = results.into_iter();
+        let mut settled = settled.into_iter();
         let mut ok = true;
         let mut started = Vec::new();
         for step in &steps {
             let (spec, outcome): (&ServerSpec, std::result::Result<Option<Server>, String>) =
                 match step {
-                    Start::Running(s) => (&s.spec, Ok(None)),
+                    Start::Running(s) => (
+                        &s.spec,
+                        settled
+                            .next()
+                            .expect("one result per running server")
+                            .map(Some)
+                            .map_err(|e| e.to_string()),
+                    ),
                     Start::Conflict(spec, s) => (
                         spec,
                         Err(format!(
@@ -565,11 +655,16 @@ impl Ctx {
             self.report.say(format!("Starting {what}"));
             if let Ok(Some(server)) = &outcome {
                 started.push(server.clone());
+                // Handed over once whole and reported; the action's reconciliation then
+                // advertises it (an interrupt before that leaves a whole server, which the
+                // next action or `announce` advertises).
+                self.cleanup.done(&server.name);
             }
             ok &= outcome.is_ok();
             self.report
                 .outcome(&format!("{what} start"), outcome.map(|_| ()));
         }
+        drop(found_locks);
         self.trust(&started).await;
         Ok(ok)
     }
@@ -587,9 +682,12 @@ impl Ctx {
         for p in prepared {
             let volume = body::cert_volume(&p.spec.tenant, &p.spec.user);
             if volumes.insert(volume.clone()) {
-                self.engine
-                    .ensure_network(&body::network_name(&p.spec.tenant), &p.spec.tenant)
-                    .await?;
+                let network = body::network_name(&p.spec.tenant);
+                // The engine does not refuse a second network of the same name: creating it
+                // is once-only work, like the certificate.
+                let lock = lock::Lock::wait(&self.settings.global.stat_path, &network).await?;
+                self.engine.ensure_network(&network, &p.spec.tenant).await?;
+                drop(lock);
                 self.ensure_certificate(p, &volume).await?;
             }
         }
@@ -633,13 +731,29 @@ impl Ctx {
             tree,
             who,
             host_port: None,
+            replaces: None,
         })
+    }
+
+    /// Removes the certificate makers a killed manager left behind, each under its volume's
+    /// lock so that one at work is left to finish.
+    async fn remove_leftovers(&self, tenant: &str) -> Result<()> {
+        for name in self.engine.helpers(tenant).await? {
+            if let Some(volume) = name.strip_suffix("-init") {
+                let _lock = lock::Lock::wait(&self.settings.global.stat_path, volume).await?;
+                self.engine.remove(&name, Duration::ZERO).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Makes the certificate in the user's volume once, under a host lock, so servers started
     /// together never race to create it.
     async fn ensure_certificate(&self, p: &Prepared, volume: &str) -> Result<()> {
-        let _lock = lock::Lock::take(&self.settings.global.stat_path, volume)?;
+        let lock = lock::Lock::wait(&self.settings.global.stat_path, volume).await?;
+        // Under the lock, a container of this name is one a killed manager left behind.
+        let init = format!("{volume}-init");
+        self.engine.remove(&init, Duration::ZERO).await?;
         let mountpoint = self.engine.ensure_volume(volume, &p.spec.tenant).await?;
         if let Some(m) = &mountpoint
             && Path::new(m).join("ssl/server/stap.cert").is_file()
@@ -647,10 +761,10 @@ impl Ctx {
             return Ok(());
         }
         let body = body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant);
-        let (code, out) = self
-            .engine
-            .run_once(&format!("{volume}-init"), body)
-            .await?;
+        self.cleanup.add(&init, Some(lock), None);
+        let ran = self.engine.run_once(&init, body).await;
+        self.cleanup.done(&init);
+        let (code, out) = ran?;
         if code != 0 {
             return Err(Error::Invalid(format!(
                 "cannot make the certificate in volume {volume} (exit {code}): {}",
@@ -708,25 +822,72 @@ impl Ctx {
     }
 }
 
-/// Creates one server's container, starts it and waits until it accepts connections. On
-/// failure the container is removed and the error carries its last log lines.
-async fn create_and_wait(engine: &Engine, p: &Prepared, cleanup: &Cleanup) -> Result<Server> {
+/// Makes one server and waits until it accepts connections. On failure the container is
+/// removed and the error carries its last log lines.
+///
+/// One manager at a time makes a given server (`lock`, the host lock on its name): the others
+/// wait, then find it running and wait for it like their own. So a container of that name
+/// that is not running, found under the lock, was left by a manager that died: it is
+/// replaced.
+async fn create_and_wait(
+    engine: &Engine,
+    p: &Prepared,
+    mut lock: Option<lock::Lock>,
+    cleanup: &Cleanup,
+    lock_dir: &Path,
+) -> Result<Server> {
     let name = body::container_name(&p.spec);
-    let body = body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port);
-    let id = match engine.create(&name, body).await? {
-        Created::New(id) => {
-            cleanup.add(&id);
-            id
+    if let Some(old) = &p.replaces
+        && old.name != name
+        && engine
+            .find(&old.id)
+            .await?
+            .is_some_and(|rt| rt.state != "running")
+    {
+        engine.remove(&old.id, STOP_GRACE).await?;
+    }
+    let id = match engine.find(&name).await? {
+        Some(rt) if rt.state == "running" => name.clone(),
+        found => {
+            if found.is_some() {
+                engine.remove(&name, Duration::ZERO).await?;
+            }
+            let body = body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port);
+            // The request runs as a task of its own, so that an interrupt can wait for the
+            // engine's answer before it removes what the engine made.
+            let (answered, created) = watch::channel(false);
+            cleanup.add(&name, lock.take(), Some(created));
+            let request = tokio::spawn({
+                let (engine, name) = (engine.clone(), name.clone());
+                async move {
+                    let result = engine.create(&name, body).await;
+                    let _ = answered.send(true);
+                    result
+                }
+            });
+            let result = request
+                .await
+                .unwrap_or_else(|e| Err(Error::Invalid(format!("creating {name}: {e}"))));
+            match result {
+                Ok(Created::New(id)) => id,
+                failed => {
+                    cleanup.done(&name);
+                    return Err(failed.err().unwrap_or_else(|| {
+                        Error::Invalid(format!(
+                            "container {name} was made at the same time by a manager that does \
+                             not share this host's lock directory ({})",
+                            lock_dir.display()
+                        ))
+                    }));
+                }
+            }
         }
-        // Another manager is making the same server: wait for it like our own.
-        Created::Exists => name.clone(),
     };
     let result = async {
         engine.start(&id).await?;
         wait_ready(engine, &id).await
     }
     .await;
-    cleanup.done(&id);
     match result {
         Ok(rt) => Ok(Server {
             spec: p.spec.clone(),
@@ -742,12 +903,35 @@ async fn create_and_wait(engine: &Engine, p: &Prepared, cleanup: &Cleanup) -> Re
         Err(e) => {
             let logs = engine.logs_tail(&id, 20).await;
             let _ = engine.remove(&id, Duration::ZERO).await;
+            cleanup.done(&name);
             Err(Error::Invalid(format!(
                 "{e}\nlast lines of the server's log:\n{}",
                 logs.trim_end()
             )))
         }
     }
+}
+
+/// A server found running, once it accepts connections, with its current runtime. One that
+/// goes down meanwhile (a stop whose manager died had already asked the engine to stop it)
+/// is started again, once.
+async fn settle(engine: &Engine, s: &Server) -> Result<Server> {
+    let rt = match wait_ready(engine, &s.id).await {
+        Ok(rt) => rt,
+        Err(e) => match engine.find(&s.id).await? {
+            Some(rt) if rt.state != "running" => {
+                engine.start(&s.id).await?;
+                wait_ready(engine, &s.id).await?
+            }
+            _ => return Err(e),
+        },
+    };
+    Ok(Server {
+        state: "running".into(),
+        pid: rt.pid,
+        host_port: rt.host_port,
+        ..s.clone()
+    })
 }
 
 /// Waits until the server accepts connections, first on its container address (the host

@@ -301,6 +301,13 @@ fn for_each_assignment(
             append,
         };
         if let Err(message) = apply(&assignment) {
+            // The variable is the culprit a reader looks for: name it when the value's own
+            // message does not.
+            let message = if message.contains(var) {
+                message
+            } else {
+                format!("{var}: {message}")
+            };
             errors.push(err(number, message));
         }
     }
@@ -577,15 +584,19 @@ mod tests {
             lines(errors),
             [
                 (1, "unknown variable ARCH".to_string()),
-                (2, "\"relative\" is not an absolute path".to_string()),
+                (
+                    2,
+                    "CONFIG_PATH: \"relative\" is not an absolute path".to_string()
+                ),
                 (
                     3,
-                    "tenant \"Team A\" must be 1 to 32 lower-case letters, digits, '_' or '-'"
+                    "TENANT: tenant \"Team A\" must be 1 to 32 lower-case letters, digits, '_' or '-'"
                         .to_string()
                 ),
                 (
                     4,
-                    "port range \"9-1\" is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535".to_string()
+                    "PORT_RANGE: port range \"9-1\" is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535"
+                        .to_string()
                 ),
             ]
         );

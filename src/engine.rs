@@ -9,7 +9,8 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, NetworkCreateRequest, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, NetworkCreateRequest,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
@@ -128,15 +129,7 @@ impl Engine {
 
     /// The tenant's servers, in one list call; PIDs come from inspecting the running ones.
     pub async fn servers(&self, tenant: &str) -> Result<Vec<Server>> {
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&labels::tenant_filter(tenant))
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("cannot list containers", e))?;
+        let list = self.containers(tenant).await?;
         let mut servers: Vec<Server> = list.into_iter().filter_map(summary_to_server).collect();
         // The list can lag behind a container that just died. On a local engine the running
         // ones' cgroups give their PID and liveness as they are now, with no call per server;
@@ -174,36 +167,53 @@ impl Engine {
         Ok(servers)
     }
 
+    /// Names of the tenant's containers that are not servers: one-shot helpers (such as a
+    /// certificate's maker) that a killed manager can leave behind.
+    pub async fn helpers(&self, tenant: &str) -> Result<Vec<String>> {
+        Ok(self
+            .containers(tenant)
+            .await?
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_none_or(|l| labels::from_labels(l).is_none())
+            })
+            .filter_map(|c| c.names?.first().map(|n| n.trim_start_matches('/').into()))
+            .collect())
+    }
+
+    /// All the tenant's containers, running or not, in one list call.
+    async fn containers(&self, tenant: &str) -> Result<Vec<ContainerSummary>> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&labels::tenant_filter(tenant))
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("cannot list containers", e))
+    }
+
     pub async fn inspect(&self, id: &str) -> Result<Runtime> {
-        let c = self
-            .docker
+        self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| Error::engine(format!("cannot inspect container {id}"), e))?;
-        let state = c.state.unwrap_or_default();
-        let net = c.network_settings.unwrap_or_default();
-        let ip = net
-            .networks
-            .unwrap_or_default()
-            .into_values()
-            .find_map(|n| n.ip_address.filter(|a| !a.is_empty()))
-            .and_then(|a| a.parse().ok());
-        let host_port = net
-            .ports
-            .unwrap_or_default()
-            .get(&format!("{SERVER_PORT}/tcp"))
-            .cloned()
-            .flatten()
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|b| b.host_port.and_then(|p| p.parse().ok()));
-        Ok(Runtime {
-            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            pid: state.pid.filter(|p| *p > 0).map(|p| p as u32),
-            ip,
-            host_port,
-            exit_code: state.exit_code,
-        })
+            .map(runtime)
+            .map_err(|e| Error::engine(format!("cannot inspect container {id}"), e))
+    }
+
+    /// The container of that name or id, if there is one.
+    pub async fn find(&self, name: &str) -> Result<Option<Runtime>> {
+        match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => Ok(Some(runtime(c))),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(Error::engine(format!("cannot inspect container {name}"), e)),
+        }
     }
 
     /// Whether an image is present locally; returns its labels.
@@ -424,6 +434,34 @@ where
         e.map(drop)
             .map_err(|e| Error::engine("the engine's event stream failed", e))
     })
+}
+
+/// What inspecting a container tells about it.
+fn runtime(c: ContainerInspectResponse) -> Runtime {
+    let state = c.state.unwrap_or_default();
+    let net = c.network_settings.unwrap_or_default();
+    let ip = net
+        .networks
+        .unwrap_or_default()
+        .into_values()
+        .find_map(|n| n.ip_address.filter(|a| !a.is_empty()))
+        .and_then(|a| a.parse().ok());
+    let host_port = net
+        .ports
+        .unwrap_or_default()
+        .get(&format!("{SERVER_PORT}/tcp"))
+        .cloned()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|b| b.host_port.and_then(|p| p.parse().ok()));
+    Runtime {
+        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        pid: state.pid.filter(|p| *p > 0).map(|p| p as u32),
+        ip,
+        host_port,
+        exit_code: state.exit_code,
+    }
 }
 
 fn summary_to_server(c: ContainerSummary) -> Option<Server> {

@@ -120,12 +120,13 @@ pub fn memory(v: &str) -> Result<i64, String> {
     Ok(n)
 }
 
-/// CPUs: a decimal such as `1` or `0.5`, above 0.
+/// CPUs: a decimal such as `1` or `0.5`, from 0.01 (the least the engine enforces; a smaller
+/// value would round to 0, which the engine reads as "no limit").
 pub fn cpus(v: &str) -> Result<i64, String> {
     match v.parse::<f64>() {
-        Ok(c) if c > 0.0 && c <= 1024.0 => Ok((c * 1e9).round() as i64),
+        Ok(c) if (0.01..=1024.0).contains(&c) => Ok((c * 1e9).round() as i64),
         _ => Err(format!(
-            "cpus \"{v}\" is not a number of CPUs above 0, such as 1 or 0.5"
+            "cpus \"{v}\" is not a number of CPUs from 0.01 to 1024, such as 1 or 0.5"
         )),
     }
 }
@@ -166,6 +167,8 @@ mod tests {
         assert_eq!(cpus("0.5"), Ok(500_000_000));
         assert!(cpus("0").is_err());
         assert!(cpus("nan").is_err());
+        assert!(cpus("0.000000001").is_err(), "would round to 0: no limit");
+        assert_eq!(cpus("0.01"), Ok(10_000_000));
         assert!(pids("8").is_err());
         assert_eq!(pids("100"), Ok(100));
     }

@@ -32,7 +32,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
+        // Biased: an action that has finished wins over a signal that came meanwhile.
         tokio::select! {
+            biased;
             r = app::run(invocation, cleanup.clone()) => r,
             _ = tokio::signal::ctrl_c() => { cleanup.run().await; Err(stap_server::error::Error::Interrupted) }
             _ = term.recv() => { cleanup.run().await; Err(stap_server::error::Error::Interrupted) }

@@ -361,3 +361,188 @@ pub fn compile(client_dir: &Path, port: u16, release: &str) -> PathBuf {
     );
     module
 }
+
+impl Env {
+    /// Starts the manager with this test's configuration without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stap-server"));
+        cmd.args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env(
+                "STAP_SERVER_GLOBAL_CONFIG",
+                "/nonexistent/stap-server-global",
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn stap-server")
+    }
+
+    /// Everything of this tenant the engine holds (containers with their state, volumes,
+    /// networks) and the advertisement files, one sorted line each: equal snapshots mean
+    /// nothing was made, removed, started or stopped in between.
+    pub fn snapshot(&self) -> Vec<String> {
+        let label = format!("label=io.stap-server.tenant={}", self.tenant);
+        let mut all: Vec<String> = lines(&docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &label,
+            "--format",
+            "container {{.ID}} {{.Names}} {{.State}}",
+        ]));
+        for kind in ["volume", "network"] {
+            all.extend(
+                lines(&docker(&[kind, "ls", "-q", "--filter", &label]))
+                    .into_iter()
+                    .map(|n| format!("{kind} {n}")),
+            );
+        }
+        if let Ok(dir) = std::fs::read_dir(self.path("avahi")) {
+            all.extend(
+                dir.flatten()
+                    .map(|e| format!("advert {}", e.file_name().to_string_lossy())),
+            );
+        }
+        all.sort();
+        all
+    }
+
+    /// The advertisement files of this test's avahi directory.
+    pub fn adverts(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("avahi"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// `status` output and exit code, asserting the one server is healthy: running, exit 0,
+    /// and its host port accepting connections. Returns the port.
+    pub fn assert_one_healthy(&self) -> u16 {
+        let containers = self.containers();
+        assert_eq!(containers.len(), 1, "one container: {containers:?}");
+        let status = self.run(&["status"]);
+        let out = text(&status);
+        assert_eq!(status.status.code(), Some(0), "status: {out}");
+        assert!(out.contains("running as PID"), "{out}");
+        let port = self.port_of(&out);
+        assert!(accepts(port), "port {port} accepts connections: {out}");
+        port
+    }
+}
+
+/// Whether something accepts TCP connections on the host's `port`.
+pub fn accepts(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// Waits for a child with a deadline; kills it and fails the test past the deadline.
+pub fn wait_output(mut child: std::process::Child, limit: std::time::Duration) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "stap-server still running after {} s: {}",
+                limit.as_secs(),
+                text(&out)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// A pass-through to the real engine's socket that holds back every container start while
+/// armed: the request never reaches the engine and never gets an answer. A manager caught
+/// there has created a container and not started it, the moment a crash leaves a
+/// half-made server behind.
+pub struct HoldingProxy {
+    /// For `DOCKER_HOST`.
+    pub url: String,
+    /// Set once a start has been held.
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl HoldingProxy {
+    pub fn new() -> HoldingProxy {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).expect("bind the proxy socket");
+        let held = Arc::new(AtomicBool::new(false));
+        let flag = held.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    return;
+                };
+                let (mut client_out, mut engine_in) = (
+                    client.try_clone().expect("clone"),
+                    engine.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut engine_in, &mut client_out);
+                });
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let head = String::from_utf8_lossy(&buf[..n.min(200)]).into_owned();
+                        let request = head.lines().next().unwrap_or_default();
+                        if request.starts_with("POST ")
+                            && request.contains("/containers/")
+                            && request.contains("/start")
+                        {
+                            flag.store(true, Ordering::SeqCst);
+                            // Hold: keep the connection open, never forward, never answer.
+                            loop {
+                                std::thread::sleep(std::time::Duration::from_secs(3600));
+                            }
+                        }
+                        if engine.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingProxy {
+            url: format!("unix://{}", path.display()),
+            held,
+            _dir: dir,
+        }
+    }
+
+    /// Whether a container start has been held back.
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+}
