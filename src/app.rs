@@ -213,6 +213,7 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
         settings,
         report: Report::new(Path::new("/dev/null")),
         cleanup,
+        handed: Vec::new(),
     };
     ctx.report = Report::new(&ctx.settings.global.log_file);
     let targets = request.targets.as_deref();
@@ -272,6 +273,11 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
         Action::Reload => unreachable!("handled above"),
     };
     ctx.announce(&tenant).await;
+    // Handed over only now, whole, trusted and advertised, with no await after: an interrupt
+    // before this removes what the action made.
+    for name in &ctx.handed {
+        ctx.cleanup.done(name);
+    }
     Ok(if ok { 0 } else { 1 })
 }
 
@@ -297,6 +303,7 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
         report: Report::new(&settings.global.log_file),
         settings,
         cleanup,
+        handed: Vec::new(),
     };
     let mut prepared = Vec::new();
     let mut problems = Vec::new();
@@ -449,6 +456,8 @@ struct Ctx {
     settings: Settings,
     report: Report,
     cleanup: Cleanup,
+    /// Servers this action made, handed over (out of `cleanup`) when the action ends.
+    handed: Vec<String>,
 }
 
 /// What a server needs from the host, checked before anything is created.
@@ -655,10 +664,7 @@ impl Ctx {
             self.report.say(format!("Starting {what}"));
             if let Ok(Some(server)) = &outcome {
                 started.push(server.clone());
-                // Handed over once whole and reported; the action's reconciliation then
-                // advertises it (an interrupt before that leaves a whole server, which the
-                // next action or `announce` advertises).
-                self.cleanup.done(&server.name);
+                self.handed.push(server.name.clone());
             }
             ok &= outcome.is_ok();
             self.report
