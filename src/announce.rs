@@ -6,7 +6,7 @@
 //! however it ended. The actions reconcile after they change something; `announce` follows
 //! the engine's events and reconciles after each batch, reconnecting when the engine goes away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -158,6 +158,28 @@ pub async fn cert_serial(engine: &Engine, server: &Server) -> Result<String> {
         .map_err(|e| Error::Invalid(format!("{path} in {}: {e}", server.name)))
 }
 
+/// Certificate serials read once per certificate: the servers the CLI made for one user
+/// share one volume, hence one certificate, so `status` and the advertisements of many
+/// servers cost one read, not one per server. Servers from compose files (whose project may
+/// name the volume itself) and failed reads are not shared.
+#[derive(Default)]
+pub struct Serials(HashMap<(String, String), String>);
+
+impl Serials {
+    pub async fn of(&mut self, engine: &Engine, server: &Server) -> Result<String> {
+        if !server.managed_by_cli {
+            return cert_serial(engine, server).await;
+        }
+        let key = (server.cert_volume.clone(), cert_path(server));
+        if let Some(serial) = self.0.get(&key) {
+            return Ok(serial.clone());
+        }
+        let serial = cert_serial(engine, server).await?;
+        self.0.insert(key, serial.clone());
+        Ok(serial)
+    }
+}
+
 /// The advertisements of the running servers, by key; a server whose certificate or image
 /// cannot be read is left out and reported.
 pub async fn wanted(
@@ -168,6 +190,7 @@ pub async fn wanted(
     let mut versions: BTreeMap<String, String> = BTreeMap::new();
     let mut wanted = BTreeMap::new();
     let mut failed = Vec::new();
+    let mut serials = Serials::default();
     for server in servers.iter().filter(|s| s.running()) {
         let image = &server.spec.image;
         if !versions.contains_key(image) {
@@ -181,7 +204,7 @@ pub async fn wanted(
             };
             versions.insert(image.clone(), version);
         }
-        let serial = match cert_serial(engine, server).await {
+        let serial = match serials.of(engine, server).await {
             Ok(s) => s,
             Err(e) => {
                 failed.push((server.name.clone(), e.to_string()));

@@ -17,7 +17,7 @@ use crate::body::{self, Identity, SERVER_PORT};
 use crate::buildtree::{self, BuildTree};
 use crate::cli::{Action, Invocation, Opt};
 use crate::config::{self, ConfigError, GlobalConfig, ServerConfig};
-use crate::engine::{CONCURRENCY, Created, Engine};
+use crate::engine::{CONCURRENCY, Created, Engine, STOP_CONCURRENCY};
 use crate::error::{Error, Result};
 use crate::plan::{self, Start, Stop};
 use crate::report::{self, Report};
@@ -387,9 +387,10 @@ async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Ser
             shown
         }
     };
+    let mut serials = announce::Serials::default();
     for server in &shown {
         ctx.report.print(report::status_line(server));
-        if let Ok(serial) = announce::cert_serial(&ctx.engine, server).await {
+        if let Ok(serial) = serials.of(&ctx.engine, server).await {
             ctx.report.print(format!("  certificate serial {serial}"));
         }
         if !server.running() && rc == 0 {
@@ -506,7 +507,7 @@ impl Ctx {
                 }
             }
         }))
-        .buffered(CONCURRENCY)
+        .buffered(STOP_CONCURRENCY)
         .collect()
         .await;
         let mut ok = true;
@@ -794,13 +795,24 @@ impl Ctx {
             if !volumes.insert(server.cert_volume.clone()) {
                 continue;
             }
+            // A certificate added before, with both databases unchanged since, is not added
+            // again: the client's round trip would be most of a start.
+            let serial = announce::cert_serial(&self.engine, server).await.ok();
+            if serial.as_deref().is_some_and(trust::recorded) {
+                continue;
+            }
             match trust::trust(&stap, port).await {
-                Ok(()) => self.report.log(&format!(
-                    "{} trusted by the host's clients ({} and {})",
-                    server.name,
-                    trust::GLOBAL_CLIENT_DB,
-                    trust::SIGNER_DB
-                )),
+                Ok(()) => {
+                    if let Some(serial) = &serial {
+                        trust::record(serial);
+                    }
+                    self.report.log(&format!(
+                        "{} trusted by the host's clients ({} and {})",
+                        server.name,
+                        trust::GLOBAL_CLIENT_DB,
+                        trust::SIGNER_DB
+                    ))
+                }
                 Err(e) => eprintln!(
                     "stap-server: cannot add the certificate of {} to {}: {e}",
                     server.name,
@@ -966,7 +978,7 @@ async fn wait_ready(engine: &Engine, id: &str) -> Result<crate::engine::Runtime>
             )));
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -27,6 +27,9 @@ use crate::spec::Server;
 
 /// How many engine calls of one kind run at once.
 pub const CONCURRENCY: usize = 8;
+/// How many servers are stopped at once: a stop is mostly waiting for the server to exit,
+/// not work for the engine, so more go at once than [`CONCURRENCY`].
+pub const STOP_CONCURRENCY: usize = 32;
 
 /// How long reading a small file out of a container may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);

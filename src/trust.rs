@@ -9,9 +9,10 @@
 //! --use-server=127.0.0.1:PORT`), so local users need no trust step. The certificate lives in
 //! the user's volume and survives restarts, so the trust does too.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::lock;
 
@@ -22,6 +23,9 @@ pub const SIGNER_DB: &str = "/etc/systemtap/staprun";
 /// Where the lock that serialises writers of the global database lives (host-wide, whatever
 /// the configuration of each manager).
 const LOCK_DIR: &str = "/run/lock";
+/// Where managers record the certificates they added (one empty file per serial, host-wide;
+/// on /run, so a reboot forgets them).
+const RECORD_DIR: &str = "/run/stap-server/trusted";
 /// How long the client may take to fetch and store one certificate.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -92,9 +96,76 @@ pub async fn trust(stap: &Path, port: u16) -> Result<(), String> {
     }
 }
 
+/// Whether a manager added `serial` to both databases and neither changed since (a revoke, a
+/// rebuilt database): then the client need not run again for it.
+pub fn recorded(serial: &str) -> bool {
+    recorded_in(
+        Path::new(RECORD_DIR),
+        &[GLOBAL_CLIENT_DB, SIGNER_DB],
+        serial,
+    )
+}
+
+/// Records that `serial` was just added to both databases.
+pub fn record(serial: &str) {
+    let dir = Path::new(RECORD_DIR);
+    let _ = fs::create_dir_all(dir).and_then(|()| fs::write(record_path(dir, serial), ""));
+}
+
+fn record_path(dir: &Path, serial: &str) -> PathBuf {
+    dir.join(serial.replace(':', ""))
+}
+
+fn recorded_in(dir: &Path, dbs: &[&str], serial: &str) -> bool {
+    let Some(at) = modified(&record_path(dir, serial)) else {
+        return false;
+    };
+    dbs.iter()
+        .all(|db| last_change(Path::new(db)).is_some_and(|t| t <= at))
+}
+
+/// The last change of a database directory: its own time (files added or removed) or any
+/// of its files'.
+fn last_change(dir: &Path) -> Option<SystemTime> {
+    let mut last = modified(dir)?;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        last = last.max(modified(&entry.path())?);
+    }
+    Some(last)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_holds_until_a_database_changes() {
+        let root = tempfile::tempdir().unwrap();
+        let records = root.path().join("records");
+        let db = root.path().join("db");
+        fs::create_dir_all(&records).unwrap();
+        fs::create_dir_all(&db).unwrap();
+        let file = db.join("cert9.db");
+        fs::write(&file, "").unwrap();
+        let dbs = [db.to_str().unwrap()];
+        let set = |path: &Path, secs: u64| {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            fs::File::open(path).unwrap().set_modified(t).unwrap();
+        };
+        assert!(!recorded_in(&records, &dbs, "00:ab"));
+        fs::write(record_path(&records, "00:ab"), "").unwrap();
+        set(&file, 1_000);
+        set(&db, 1_000);
+        set(&record_path(&records, "00:ab"), 2_000);
+        assert!(recorded_in(&records, &dbs, "00:ab"));
+        assert!(!recorded_in(&records, &dbs, "00:cd"));
+        set(&file, 3_000);
+        assert!(!recorded_in(&records, &dbs, "00:ab"));
+    }
 
     #[test]
     fn the_stock_trust_command() {

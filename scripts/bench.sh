@@ -1,0 +1,358 @@
+#!/bin/bash
+# Benchmarks of stap-server against the raw engine work, the classic script and its own
+# single-server figures (issue 7). Prints figures (medians of BENCH_RUNS runs, default 3) and
+# ratios, measured side by side in one run.
+#
+#   scripts/bench.sh [start multi classic status compile memory image image-from-nothing]
+#
+# No argument runs every section but image-from-nothing (which removes and rebuilds the
+# images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them).
+# BENCH_IMAGE names another image to run the servers from.
+# Needs root, a running engine, the image stap-server:latest, the stap client, the user
+# stap-server, kernel headers under /lib/modules and Debian's systemtap-server for `classic`.
+# Everything made carries a tenant of its own and is removed at the end, also on failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUNS=${BENCH_RUNS:-3}
+MANY=${BENCH_MANY:-50}
+ALL=(start multi classic status compile memory image)
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL[@]}")
+want() { local s; for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+[ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
+cargo build --release --quiet
+BIN=$PWD/target/release/stap-server
+IMAGE=${BENCH_IMAGE:-stap-server:latest}
+
+T=bench-$$
+W=$(mktemp -d /tmp/stap-bench-XXXXXX)
+HEADERS=$(for d in /lib/modules/*/build/Makefile; do [ -e "$d" ] && basename "$(dirname "$(dirname "$d")")"; done | sort | tail -1)
+[ -n "$HEADERS" ] || { echo "bench.sh: no kernel build tree under /lib/modules" >&2; exit 1; }
+REAL_BUILD=/lib/modules/$HEADERS/build
+mkdir -p "$W/conf.d" "$W/avahi" "$W/modules" "$W/trees" "$W/client"
+cat > "$W/global.conf" <<EOF
+TENANT=$T
+CONFIG_PATH=$W/conf.d
+STAT_PATH=$W/stat
+LOG_FILE=$W/log/log
+AVAHI_SERVICES_PATH=$W/avahi
+MODULES_PATH=$W/modules
+IMAGE=$IMAGE
+EOF
+# Fake releases (each a `build` link to the real headers) and absolute tree paths.
+for i in $(seq 1 "$MANY"); do
+  mkdir -p "$W/modules/bench$i"
+  ln -s "$REAL_BUILD" "$W/modules/bench$i/build"
+done
+for i in $(seq 1 8); do ln -s "$(readlink -f "$REAL_BUILD")" "$W/trees/tree$i"; done
+
+ss() { STAP_SERVER_GLOBAL_CONFIG=/nonexistent "$BIN" "$1" -c "$W/global.conf" "${@:2}"; }
+CLASSIC_PIDS=()
+PROXY_PID=
+cleanup() {
+  set +e
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
+  if [ -f "$W/classic.conf" ]; then
+    /usr/bin/stap-server -c "$W/classic.conf" stop >/dev/null 2>&1
+  fi
+  # Certificates the manager added to the host's client trust.
+  for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$T"); do
+    m=$(docker volume inspect -f '{{.Mountpoint}}' "$v")
+    if [ -f "$m/ssl/server/stap.cert" ]; then
+      serial=$(openssl x509 -inform DER -in "$m/ssl/server/stap.cert" -noout -serial 2>/dev/null \
+        | sed 's/serial=//; s/^\(.\)/0\1/' | python3 -c '
+import sys
+s = sys.stdin.read().strip()
+if s:
+    s = s if len(s) % 2 == 0 else "0" + s
+    print(":".join(s[i:i+2] for i in range(0, len(s), 2)).lower())')
+      [ -n "$serial" ] && SYSTEMTAP_DIR=$W/client stap --trust-servers=ssl,signer,all-users,revoke,no-prompt \
+        --use-server="$serial" >/dev/null 2>&1
+    fi
+  done
+  for l in "io.stap-server.tenant=$T" "io.stap-server.bench=$T"; do
+    ids=$(docker ps -aq --filter "label=$l")
+    [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  done
+  for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$T"); do docker volume rm "$v" >/dev/null; done
+  for n in $(docker network ls -q --filter "label=io.stap-server.tenant=$T"); do docker network rm "$n" >/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s.%N; }
+# elapsed CMD...: runs CMD (quietly), prints the seconds it took; fails if CMD fails.
+elapsed() {
+  local t0 t1
+  t0=$(now)
+  "$@" > "$W/last.out" 2>&1 || { echo "bench.sh: failed: $*" >&2; cat "$W/last.out" >&2; return 1; }
+  t1=$(now)
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+median() { python3 -c 'import sys,statistics; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' "$@"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+ROWS=()
+# row NAME OURS BASE GOAL
+row() { ROWS+=("$(printf '%-44s %9s s %9s s %7s   %s' "$1" "$2" "$3" "$(ratio "$2" "$3")" "$4")"); echo "${ROWS[-1]}"; }
+note() { ROWS+=("$1"); echo "$1"; }
+
+# Waits until ADDR:PORT accepts a connection (what the manager waits for).
+wait_port() {
+  local deadline=$((SECONDS + 90))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.01
+  done
+}
+container_ip() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+
+# The `docker run -d` equivalent of a container the manager made (same image, arguments,
+# mounts, user, env, limits, network, volume), under another name and a bench label.
+docker_run_args() {
+  docker inspect "$1" | python3 -c '
+import json, sys
+c = json.load(sys.stdin)[0]
+cfg, h = c["Config"], c["HostConfig"]
+def mount(m):
+    if m["Type"] == "tmpfs":
+        o = m.get("TmpfsOptions") or {}
+        opts = ["size=%d" % o["SizeBytes"]] if o.get("SizeBytes") else []
+        if o.get("Mode"): opts.append("mode=%o" % o["Mode"])
+        return ["--tmpfs", m["Target"] + (":" + ",".join(opts) if opts else "")]
+    ro = ",readonly" if m.get("ReadOnly") else ""
+    return ["--mount", "type=%s,source=%s,target=%s%s" % (m["Type"], m.get("Source", ""), m["Target"], ro)]
+a = ["--name", sys.argv[1], "--label", "io.stap-server.bench=" + sys.argv[2]]
+net = sys.argv[3] if len(sys.argv) > 3 else h["NetworkMode"]
+a += ["--network", net]
+if net != "host":
+    for b in h.get("Binds") or []: a += ["-v", b]
+    for m in h.get("Mounts") or []: a += mount(m)
+    for k, v in (h.get("Tmpfs") or {}).items(): a += ["--tmpfs", k + (":" + v if v else "")]
+    if h.get("ReadonlyRootfs"): a.append("--read-only")
+    for cap in h.get("CapDrop") or []: a += ["--cap-drop", cap]
+    for s in h.get("SecurityOpt") or []: a += ["--security-opt", s]
+    if h.get("Memory"): a += ["--memory", str(h["Memory"])]
+    if h.get("NanoCpus"): a += ["--cpus", str(h["NanoCpus"] / 1e9)]
+    if h.get("PidsLimit"): a += ["--pids-limit", str(h["PidsLimit"])]
+    for u in h.get("Ulimits") or []: a += ["--ulimit", "%s=%d:%d" % (u["Name"], u["Soft"], u["Hard"])]
+    for p, bs in (h.get("PortBindings") or {}).items():
+        for b in bs or []: a += ["-p", "%s:%s" % (b.get("HostPort") or "", p.split("/")[0])]
+else:
+    for b in h.get("Binds") or []: a += ["-v", b]
+    for m in h.get("Mounts") or []: a += mount(m)
+    for k, v in (h.get("Tmpfs") or {}).items(): a += ["--tmpfs", k + (":" + v if v else "")]
+if cfg.get("User"): a += ["--user", cfg["User"]]
+for e in cfg.get("Env") or []: a += ["-e", e]
+if cfg.get("Entrypoint"): a += ["--entrypoint", cfg["Entrypoint"][0]]
+a.append(cfg["Image"])
+cmd = (cfg.get("Entrypoint") or [])[1:] + (cfg.get("Cmd") or [])
+if len(sys.argv) > 4:
+    cmd = [sys.argv[4] if x == "5600" else x for x in cmd]
+a += cmd
+print("\0".join(a), end="")
+' "${@:2}"
+}
+
+raw_run() { # DOCKER_RUN_ARGS...: docker run -d, then wait until IP:5600 accepts
+  local id
+  id=$(docker run -d "$@") && wait_port "$(container_ip "$id")" 5600
+}
+
+banner() { echo; echo "== $*"; }
+echo "stap-server benchmarks: $RUNS runs each (medians), tenant $T, headers $HEADERS"
+echo "machine: $(nproc) cores, $(. /etc/os-release; echo "$PRETTY_NAME"), docker $(docker version -f '{{.Server.Version}}')"
+
+# Warm-up: the certificate volume and network exist before anything is timed (made once).
+ss start -r bench1 >/dev/null
+ss stop >/dev/null
+
+if want start; then
+  banner "a. start of one server vs docker run -d + wait for IP:5600"
+  ours=(); raw=()
+  for i in $(seq 1 "$RUNS"); do
+    ours+=("$(elapsed ss start -r bench1)")
+    id=$(docker ps -q --filter "label=io.stap-server.tenant=$T" | head -1)
+    mapfile -d '' -t args < <(docker_run_args "$id" "stap-bench-$T-raw" "$T")
+    ss stop >/dev/null
+    raw+=("$(elapsed raw_run "${args[@]}")")
+    docker rm -f "stap-bench-$T-raw" >/dev/null
+  done
+  START1=$(median "${ours[@]}")
+  row "start (1 server)" "$START1" "$(median "${raw[@]}")" "goal <=1.2x"
+fi
+
+if want multi || want classic; then
+  banner "b. start -i of 8 releases vs start of one"
+  rm -rf "$W/modules8"; mkdir -p "$W/modules8"
+  for i in $(seq 1 8); do cp -a "$W/modules/bench$i" "$W/modules8/"; done
+  sed "s|^MODULES_PATH=.*|MODULES_PATH=$W/modules8|" "$W/global.conf" > "$W/global8.conf"
+  ss8() { STAP_SERVER_GLOBAL_CONFIG=/nonexistent "$BIN" "$1" -c "$W/global8.conf" "${@:2}"; }
+  eight=(); one=()
+  for i in $(seq 1 "$RUNS"); do
+    one+=("$(elapsed ss start -r bench1)"); ss stop >/dev/null
+    eight+=("$(elapsed ss8 start -i)")
+    n=$(docker ps -q --filter "label=io.stap-server.tenant=$T" | wc -l)
+    [ "$n" = 8 ] || { echo "bench.sh: start -i made $n servers, not 8" >&2; exit 1; }
+    ss stop >/dev/null
+  done
+  START8=$(median "${eight[@]}")
+  [ -n "${START1:-}" ] || START1=$(median "${one[@]}")
+  row "start -i (8 releases) vs start (1)" "$START8" "$(median "${one[@]}")" "goal <=1.5x"
+fi
+
+if want classic; then
+  banner "c. 8 servers: ours vs the classic script (local processes, as user stap-server)"
+  TREES=(); for i in $(seq 1 8); do TREES+=(-r "$W/trees/tree$i"); done
+  mkdir -p "$W/classic/conf.d" "$W/classic/stat" "$W/classic/log"
+  chown stap-server "$W/classic/log"
+  cat > "$W/classic.conf" <<EOF
+CONFIG_PATH=$W/classic/conf.d
+STAT_PATH=$W/classic/stat
+LOG_FILE=$W/classic/log/log
+STAP_USER=stap-server
+EOF
+  if [ ! -x /usr/bin/stap-server ] || [ ! -x /usr/lib/systemtap/stap-serverd ]; then
+    note "c. classic: skipped: /usr/bin/stap-server or stap-serverd is not installed (apt-get install systemtap-server)"
+  else
+    ours=(); classic=(); why=
+    for i in $(seq 1 "$RUNS"); do
+      ours+=("$(elapsed ss start "${TREES[@]}")")
+      n=$(docker ps -q --filter "label=io.stap-server.tenant=$T" | wc -l)
+      ss stop >/dev/null
+      t=$(elapsed /usr/bin/stap-server -c "$W/classic.conf" start -u stap-server "${TREES[@]}") || { why=$(cat "$W/last.out"); break; }
+      m=$(ls "$W/classic/stat" | grep -c '\.stat$' || true)
+      classic+=("$t")
+      /usr/bin/stap-server -c "$W/classic.conf" stop >/dev/null 2>&1 || true
+    done
+    if [ -n "$why" ]; then
+      note "c. classic: the classic script failed here: $(echo "$why" | tail -3 | tr '\n' ' ')"
+    else
+      row "8 trees: ours ($n) vs classic script ($m)" "$(median "${ours[@]}")" "$(median "${classic[@]}")" "(reported)"
+    fi
+  fi
+fi
+
+if want status; then
+  banner "d/e. $MANY servers: status vs docker ps; stop of $MANY vs stop of one"
+  st=(); ps=(); stopn=(); stop1=(); calls=
+  for i in $(seq 1 "$RUNS"); do
+    ss start -i >/dev/null
+    n=$(docker ps -q --filter "label=io.stap-server.tenant=$T" | wc -l)
+    [ "$n" = "$MANY" ] || { echo "bench.sh: start -i made $n servers, not $MANY" >&2; exit 1; }
+    for j in 1 2 3; do
+      st+=("$(elapsed ss status)")
+      ps+=("$(elapsed docker ps --filter "label=io.stap-server.tenant=$T")")
+    done
+    if [ -z "$calls" ]; then
+      # Count the engine requests of one `status`, through a logging proxy of the socket.
+      python3 - "$W/proxy.sock" "$W/proxy.log" <<'EOF' &
+import os, re, socket, sys, threading
+path, log = sys.argv[1], open(sys.argv[2], "a", buffering=1)
+srv = socket.socket(socket.AF_UNIX); srv.bind(path); srv.listen(64)
+req = re.compile(rb"(GET|POST|PUT|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
+def pipe(a, b, record):
+    try:
+        while (d := a.recv(65536)):
+            if record:
+                for m in req.finditer(d): log.write(m.group(1).decode() + " " + m.group(2).decode() + "\n")
+            b.sendall(d)
+    except OSError: pass
+    finally:
+        for s in (a, b):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+while True:
+    c, _ = srv.accept()
+    u = socket.socket(socket.AF_UNIX); u.connect("/var/run/docker.sock")
+    threading.Thread(target=pipe, args=(c, u, True), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, False), daemon=True).start()
+EOF
+      PROXY_PID=$!
+      for k in $(seq 50); do [ -S "$W/proxy.sock" ] && break; sleep 0.1; done
+      DOCKER_HOST=unix://$W/proxy.sock ss status >/dev/null
+      sleep 0.2
+      kill "$PROXY_PID"; PROXY_PID=
+      calls=$(sed 's|^\(\S* \)/v[0-9.]*/|\1/|; s|?.*||' "$W/proxy.log" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2" "$3, $1; sep="; "}')
+      lists=$(grep -cE '^GET (/v[0-9.]+)?/containers/json' "$W/proxy.log" || true)
+      per=$(grep -cE '^GET (/v[0-9.]+)?/containers/[^/?]+/(json|archive)' "$W/proxy.log" || true)
+    fi
+    stopn+=("$(elapsed ss stop)")
+    ss start -r bench1 >/dev/null
+    stop1+=("$(elapsed ss stop)")
+  done
+  row "status ($MANY running) vs docker ps" "$(median "${st[@]}")" "$(median "${ps[@]}")" "goal <=1.5x"
+  note "status engine requests: $calls"
+  note "status: $lists list call(s), $per per-container call(s) for $MANY servers"
+  row "stop ($MANY) vs stop (1)" "$(median "${stopn[@]}")" "$(median "${stop1[@]}")" "goal <=2x"
+fi
+
+if want compile; then
+  banner "f. compile through our container vs the same image with --network host, no limits"
+  ss start -r bench1 >/dev/null
+  id=$(docker ps -q --filter "label=io.stap-server.tenant=$T" | head -1)
+  PORT=$(docker port "$id" 5600/tcp | head -1 | sed 's/.*://')
+  HPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+  mapfile -d '' -t args < <(docker_run_args "$id" "stap-bench-$T-host" "$T" host "$HPORT")
+  docker run -d "${args[@]}" >/dev/null
+  wait_port 127.0.0.1 "$HPORT"
+  export SYSTEMTAP_DIR=$W/client
+  stap --trust-servers=ssl,no-prompt --use-server=127.0.0.1:"$PORT" >/dev/null 2>&1 || true
+  stap --trust-servers=ssl,no-prompt --use-server=127.0.0.1:"$HPORT" >/dev/null 2>&1 || true
+  ours=(); hostnet=()
+  compile() { # PORT N
+    (cd "$W/client" && stap --use-server=127.0.0.1:"$1" -r bench1 -p4 -m "bench_$2" \
+      -e "probe timer.s(1) { printf(\"%d\\n\", $2) exit() }")
+  }
+  base=$RANDOM
+  # Untimed first compile: the volume's cache then holds what every script shares (the
+  # kernel's configuration probes); each timed script is new, so no module comes from cache.
+  compile "$PORT" "$base" >/dev/null 2>&1
+  for i in $(seq 1 "$RUNS"); do
+    ours+=("$(elapsed compile "$PORT" $((base + 2 * i)))")
+    hostnet+=("$(elapsed compile "$HPORT" $((base + 2 * i + 1)))")
+  done
+  unset SYSTEMTAP_DIR
+  docker rm -f "stap-bench-$T-host" >/dev/null
+  ss stop >/dev/null
+  row "compile (-p4, new script) vs host network" "$(median "${ours[@]}")" "$(median "${hostnet[@]}")" "goal <=1.05x"
+fi
+
+if want memory; then
+  banner "g. the manager's peak memory"
+  command -v /usr/bin/time >/dev/null || apt-get install -y time >/dev/null
+  rss() { # ACTION ARGS...: the manager's peak resident set, in KB
+    /usr/bin/time -f %M -o "$W/rss" env STAP_SERVER_GLOBAL_CONFIG=/nonexistent \
+      "$BIN" "$1" -c "$W/global.conf" "${@:2}" >/dev/null 2>&1
+    tail -1 "$W/rss"
+  }
+  m1=$(rss start -r bench1)
+  m2=$(rss status)
+  ss stop >/dev/null
+  note "$(printf '%-44s %9s KB (start), %s KB (status)   goal <20 MB' "peak RSS of the manager" "$m1" "$m2")"
+fi
+
+if want image; then
+  banner "g. image size"
+  size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+  note "$(printf '%-44s %9s MB   goal <450 MB' "image $IMAGE size" "$((size / 1000000))")"
+fi
+
+if want image-from-nothing; then
+  banner "g. image build from nothing"
+  users=$(docker ps -a --format '{{.Names}} {{.Image}}' | awk -v i="$IMAGE" '$2 == i || $2 == "stap-server-rootfs:trixie"')
+  if [ -n "$users" ]; then
+    note "image from nothing: skipped: containers use the images ($(echo "$users" | awk '{print $1}' | tr '\n' ' '))"
+  else
+    docker rmi -f "$IMAGE" stap-server-rootfs:trixie >/dev/null 2>&1 || true
+    t=$(elapsed "$BIN" image build)
+    size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+    note "$(printf '%-44s %9s s, %s MB   goal <120 s, <450 MB' "image build from nothing" "$t" "$((size / 1000000))")"
+  fi
+fi
+
+echo
+echo "== summary (medians of $RUNS runs; ours, baseline, ratio)"
+printf '%s\n' "${ROWS[@]}"
