@@ -27,6 +27,8 @@ fn host() -> Host {
 fn running(spec: spec::ServerSpec, pid: u32) -> Server {
     Server {
         name: body::container_name(&spec),
+        kernel_release: spec.release.clone(),
+        cert_volume: body::cert_volume(&spec.tenant, &spec.user),
         spec,
         id: format!("id{pid}"),
         state: "running".into(),
