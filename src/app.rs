@@ -305,17 +305,8 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
         cleanup,
         handed: Vec::new(),
     };
-    let mut prepared = Vec::new();
-    let mut problems = Vec::new();
-    for spec in ctx.wanted(&request) {
-        match ctx.prepare(&spec, false) {
-            Ok(p) => prepared.push(p),
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Error::Invalid(problems.join("\n")));
-    }
+    let wanted = ctx.wanted(&request);
+    let prepared = ctx.prepare_all(wanted.iter().map(|s| (s, None)), false)?;
     ctx.ensure_shared(&prepared).await?;
     let services: Vec<crate::compose::Service> = prepared
         .iter()
@@ -547,22 +538,14 @@ impl Ctx {
     /// all are created and awaited concurrently. True when all run.
     async fn start(&mut self, specs: &[ServerSpec], observed: &[Server]) -> Result<bool> {
         let steps = plan::start(specs, observed);
-        let mut prepared = Vec::new();
-        let mut problems = Vec::new();
-        for step in &steps {
-            let (spec, replaces) = match step {
-                Start::Create(spec) => (spec, None),
-                Start::Replace(old, spec) => (spec, Some(old.clone())),
-                _ => continue,
-            };
-            match self.prepare(spec, true) {
-                Ok(p) => prepared.push(Prepared { replaces, ..p }),
-                Err(e) => problems.push(e.to_string()),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(Error::Invalid(problems.join("\n")));
-        }
+        let mut prepared = self.prepare_all(
+            steps.iter().filter_map(|step| match step {
+                Start::Create(spec) => Some((spec, None)),
+                Start::Replace(old, spec) => Some((spec, Some(old.clone()))),
+                _ => None,
+            }),
+            true,
+        )?;
         // Ports are allotted under one host lock per tenant, held until the containers run,
         // so concurrent managers never hand out the same port.
         let _ports = match self.settings.global.port_range {
@@ -699,6 +682,27 @@ impl Ctx {
             }
         }
         Ok(())
+    }
+
+    /// Host-side checks of every server to be made (each with the stopped container it
+    /// replaces, if any); every problem is reported, and nothing is made if there is one.
+    fn prepare_all<'a>(
+        &self,
+        specs: impl Iterator<Item = (&'a ServerSpec, Option<Server>)>,
+        check_port: bool,
+    ) -> Result<Vec<Prepared>> {
+        let mut prepared = Vec::new();
+        let mut problems = Vec::new();
+        for (spec, replaces) in specs {
+            match self.prepare(spec, check_port) {
+                Ok(p) => prepared.push(Prepared { replaces, ..p }),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems.join("\n")));
+        }
+        Ok(prepared)
     }
 
     /// Host-side checks of one server to be made.

@@ -138,29 +138,9 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::DEFAULT;
 
     fn spec() -> ServerSpec {
-        ServerSpec {
-            tenant: "default".into(),
-            arch: "x86_64".into(),
-            release: "6.1.0-56-amd64".into(),
-            user: "stap-server".into(),
-            nickname: None,
-            log: "/var/log/stap-server/log".into(),
-            port: None,
-            ssl: None,
-            includes: vec![],
-            defines: vec![],
-            builds: vec![],
-            runtime: None,
-            max_threads: None,
-            max_request_size: None,
-            max_compressed_request: None,
-            keep: false,
-            image: "stap-server:latest".into(),
-            limits: DEFAULT,
-        }
+        ServerSpec::example("6.1.0-56-amd64")
     }
 
     #[test]
