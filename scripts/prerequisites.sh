@@ -6,7 +6,7 @@
 set -euo pipefail
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
-command -v stap >/dev/null || need+=(systemtap-client)
+command -v stap >/dev/null || need+=(systemtap systemtap-client)
 command -v openssl >/dev/null || need+=(openssl)
 ls /lib/modules/*/build/Makefile >/dev/null 2>&1 || need+=(linux-headers-amd64)
 command -v dbus-daemon >/dev/null || need+=(dbus)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/prerequisites.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked -- --test-threads=4
+cargo test --locked --no-fail-fast -- --test-threads=4
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 for target in config options; do
   mkdir -p "fuzz/corpus/$target"

@@ -142,6 +142,7 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
             let settings = load_settings(&opts)?;
             let engine = Engine::connect().await?;
             let name = image_name(&opts, &settings.global);
+            let _lock = lock::Lock::wait(Path::new(lock::HOST_DIR), "image").await?;
             image::build(&engine, &name, registry).await?;
             Ok(0)
         }
@@ -185,8 +186,19 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
         fs::create_dir_all(dir)
             .map_err(|e| Error::io("cannot create the log directory", dir, e))?;
     }
-    let engine = Engine::connect().await?;
     let tenant = settings.tenant();
+    let engine = match Engine::connect().await {
+        Ok(engine) => engine,
+        // LSB: the status of a service whose state cannot be known is 4.
+        Err(e @ Error::EngineUnreachable { .. }) if action == Action::Status => {
+            eprintln!("stap-server: {e}");
+            return Ok(4);
+        }
+        Err(e) => return Err(e),
+    };
+    if action != Action::Status {
+        finish_stops(&engine, &settings.global.stat_path, &tenant).await?;
+    }
     let observed = engine.servers(&tenant).await?;
     let request = match spec::resolve(
         opts,
@@ -279,6 +291,21 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
         ctx.cleanup.done(name);
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// Finishes the stops that killed managers left under way (see [`lock::Stopping`]), so that
+/// a server the engine may still be ending is not taken for a running one: each under its
+/// lock, so that a stop a live manager is carrying out is left to it.
+async fn finish_stops(engine: &Engine, dir: &Path, tenant: &str) -> Result<()> {
+    for left in lock::Stopping::left(dir, tenant)? {
+        let _lock = lock::Lock::wait(dir, &left.name).await?;
+        if left.unfinished() {
+            tracing::info!(server = %left.name, "finishing a stop a killed manager left");
+            engine.remove(&left.id, STOP_GRACE).await?;
+            left.done()?;
+        }
+    }
+    Ok(())
 }
 
 /// `compose`: the servers that `start` would make, written as a compose file (to `output`,
@@ -490,9 +517,16 @@ impl Ctx {
                     Stop::Remove(server) => {
                         // A start of this server under way finishes first; then it goes.
                         let _lock = lock::Lock::wait(lock_dir, &server.name).await?;
+                        let stopping = lock::Stopping::record(
+                            lock_dir,
+                            &server.name,
+                            &server.id,
+                            &server.spec.tenant,
+                        )?;
                         // Its advertisement goes with the action's reconciliation, which
                         // also keeps that of a server of that name made since.
-                        engine.remove(&server.id, STOP_GRACE).await
+                        engine.remove(&server.id, STOP_GRACE).await?;
+                        stopping.done()
                     }
                     _ => Ok(()),
                 }
@@ -552,7 +586,8 @@ impl Ctx {
             Some(range) if prepared.iter().any(|p| p.spec.port.is_none()) => {
                 let tenant = self.settings.tenant();
                 let lock =
-                    lock::Lock::take(&self.settings.global.stat_path, &format!("ports-{tenant}"))?;
+                    lock::Lock::wait(&self.settings.global.stat_path, &format!("ports-{tenant}"))
+                        .await?;
                 let taken: Vec<u16> = self
                     .engine
                     .servers(&tenant)
@@ -665,7 +700,7 @@ impl Ctx {
         let mut images = std::collections::BTreeSet::new();
         for p in prepared {
             if images.insert(p.spec.image.clone()) {
-                image::ensure(&self.engine, &p.spec.image, &self.settings.global.stat_path).await?;
+                image::ensure(&self.engine, &p.spec.image).await?;
             }
         }
         let mut volumes = std::collections::BTreeSet::new();

@@ -39,7 +39,7 @@ const SUITE: &str = "trixie";
 
 /// Makes sure `image` is present, building ours when it is missing; returns its systemtap
 /// version. Other images must be built or loaded by their owner.
-pub async fn ensure(engine: &Engine, image: &str, lock_dir: &Path) -> Result<String> {
+pub async fn ensure(engine: &Engine, image: &str) -> Result<String> {
     let current = |labels: &HashMap<String, String>| {
         image != DEFAULT_IMAGE || labels.get(RECIPE_LABEL) == Some(&recipe())
     };
@@ -54,8 +54,9 @@ pub async fn ensure(engine: &Engine, image: &str, lock_dir: &Path) -> Result<Str
              or load it with `docker load`"
         )));
     }
-    // One builder at a time; the others find the image made when they get the lock.
-    let _lock = crate::lock::Lock::take(lock_dir, "image")?;
+    // One builder at a time on this host, whatever their state directories; the others find
+    // the image made when they get the lock.
+    let _lock = crate::lock::Lock::wait(Path::new(crate::lock::HOST_DIR), "image").await?;
     if let Some(labels) = engine.image_labels(image).await?
         && current(&labels)
     {

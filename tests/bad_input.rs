@@ -559,7 +559,7 @@ fn cases(env: &Env, release: &str, busy: u16) -> Vec<Case> {
         case(
             "engine port closed",
             &["status"],
-            1,
+            4,
             &["cannot reach the Docker engine at tcp://127.0.0.1:1"],
         )
         .env("DOCKER_HOST", "tcp://127.0.0.1:1"),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, HoldingProxy, headers_release, text, wait_output};
+use common::{Env, Hold, HoldingProxy, headers_release, text, wait_output};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -139,6 +139,50 @@ fn sigkill_during_stop_and_restart_is_repaired() {
     }
 }
 
+/// A stop whose manager dies once the engine has it goes on without it: the engine ends the
+/// server seconds later (stap-serverd takes a while to exit). The next start must not take
+/// that server for a running one: it finishes the dead manager's stop first, and the server
+/// it leaves still runs once the engine is done.
+#[test]
+fn a_stop_the_engine_finishes_alone_does_not_fool_the_next_start() {
+    let env = Env::new("stopleft");
+    let release = headers_release();
+    for action in ["stop", "restart"] {
+        assert!(env.run(&["start", "-r", &release]).status.success());
+        let proxy = HoldingProxy::new(Hold::StopAnswer);
+        let args: &[&str] = if action == "stop" {
+            &["stop"]
+        } else {
+            &["restart", "-r", &release]
+        };
+        let child = env.spawn_env(args, &[("DOCKER_HOST", &proxy.url)]);
+        wait_held(
+            &proxy,
+            &format!("the {action} never asked the engine to stop the server"),
+        );
+        signal(&child, Signal::SIGKILL);
+        wait_output(child, LIMIT);
+        let start = env.run(&["start", "-r", &release]);
+        assert_eq!(start.status.code(), Some(0), "{action}: {}", text(&start));
+        // Longer than the engine gives the server the dead manager asked it to stop.
+        std::thread::sleep(Duration::from_secs(13));
+        env.assert_one_healthy();
+        assert_eq!(env.adverts().len(), 1, "{action}: {:?}", env.adverts());
+    }
+    let stop = env.run(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+}
+
+/// Returns once the proxy has held a request back; fails with `never` past the limit.
+fn wait_held(proxy: &HoldingProxy, never: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while !proxy.held() {
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// How long a warm start takes (the certificate made by a first start): the server's own
 /// making. Nothing runs afterwards.
 fn warm_span(env: &Env, release: &str) -> Duration {
@@ -168,16 +212,9 @@ fn sigkill_at_any_point_of_a_warm_start_is_repaired() {
 fn held_start(env: &Env, release: &str) -> (HoldingProxy, std::process::Child) {
     // Warm: the certificate exists, so the only start left to hold is the server's own.
     warm_span(env, release);
-    let proxy = HoldingProxy::new();
+    let proxy = HoldingProxy::new(Hold::Start);
     let child = env.spawn_env(&["start", "-r", release], &[("DOCKER_HOST", &proxy.url)]);
-    let deadline = Instant::now() + LIMIT;
-    while !proxy.held() {
-        assert!(
-            Instant::now() < deadline,
-            "the start never reached the engine"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_held(&proxy, "the start never reached the engine");
     (proxy, child)
 }
 

@@ -470,24 +470,40 @@ pub fn wait_output(mut child: std::process::Child, limit: std::time::Duration) -
     child.wait_with_output().expect("wait")
 }
 
-/// A pass-through to the real engine's socket that holds back every container start while
-/// armed: the request never reaches the engine and never gets an answer. A manager caught
-/// there has created a container and not started it, the moment a crash leaves a
-/// half-made server behind.
+/// What a [`HoldingProxy`] holds back.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Hold {
+    /// Every container start: the request never reaches the engine and never gets an
+    /// answer. A manager caught there has created a container and not started it, the
+    /// moment a crash leaves a half-made server behind.
+    Start,
+    /// The answer to every container stop: the engine gets the request and carries it
+    /// out, the manager never learns it has. A manager caught there has asked for a stop
+    /// that goes on without it.
+    StopAnswer,
+}
+
+/// A pass-through to the real engine's socket that holds back one kind of request.
 pub struct HoldingProxy {
     /// For `DOCKER_HOST`.
     pub url: String,
-    /// Set once a start has been held.
+    /// Set once a request has been held.
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _dir: tempfile::TempDir,
 }
 
 impl HoldingProxy {
-    pub fn new() -> HoldingProxy {
+    pub fn new(hold: Hold) -> HoldingProxy {
         use std::io::{Read, Write};
         use std::os::unix::net::{UnixListener, UnixStream};
         use std::sync::Arc;
         use std::sync::atomic::AtomicBool;
+
+        fn forever() -> ! {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
 
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("docker.sock");
@@ -504,8 +520,23 @@ impl HoldingProxy {
                     client.try_clone().expect("clone"),
                     engine.try_clone().expect("clone"),
                 );
+                // Set when this connection's next answers are to be held back.
+                let mute = Arc::new(AtomicBool::new(false));
+                let muted = mute.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut engine_in, &mut client_out);
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        let n = match engine_in.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if muted.load(Ordering::SeqCst) {
+                            forever();
+                        }
+                        if client_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
                 });
                 let flag = flag.clone();
                 std::thread::spawn(move || {
@@ -517,18 +548,25 @@ impl HoldingProxy {
                         };
                         let head = String::from_utf8_lossy(&buf[..n.min(200)]).into_owned();
                         let request = head.lines().next().unwrap_or_default();
-                        if request.starts_with("POST ")
-                            && request.contains("/containers/")
-                            && request.contains("/start")
-                        {
+                        let container = |action: &str| {
+                            request.starts_with("POST ")
+                                && request.contains("/containers/")
+                                && request.contains(action)
+                        };
+                        if hold == Hold::Start && container("/start") {
                             flag.store(true, Ordering::SeqCst);
-                            // Hold: keep the connection open, never forward, never answer.
-                            loop {
-                                std::thread::sleep(std::time::Duration::from_secs(3600));
-                            }
+                            forever();
+                        }
+                        let stop = hold == Hold::StopAnswer && container("/stop");
+                        if stop {
+                            mute.store(true, Ordering::SeqCst);
                         }
                         if engine.write_all(&buf[..n]).is_err() {
                             return;
+                        }
+                        if stop {
+                            flag.store(true, Ordering::SeqCst);
+                            forever();
                         }
                     }
                 });
@@ -541,7 +579,7 @@ impl HoldingProxy {
         }
     }
 
-    /// Whether a container start has been held back.
+    /// Whether a request has been held back.
     pub fn held(&self) -> bool {
         self.held.load(Ordering::SeqCst)
     }
