@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::advertise::Publisher;
@@ -135,6 +136,12 @@ fn read_config<T>(
 }
 
 /// Runs one invocation; returns the exit status.
+/// Whether the invocation handles SIGINT and SIGTERM itself (`announce` following events
+/// ends with a last reconciliation); for the others the caller interrupts and cleans up.
+pub fn handles_signals(invocation: &Invocation) -> bool {
+    matches!(invocation, Invocation::Announce { once: false, .. })
+}
+
 pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
     match invocation {
         Invocation::Service { action, opts } => service(action, &opts, cleanup).await,
@@ -158,7 +165,16 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
             if once {
                 announce::once(&engine, &tenant, &publisher).await?;
             } else {
-                announce::follow(&engine, &tenant, &publisher).await?;
+                let mut term = signal(SignalKind::terminate())
+                    .map_err(|e| Error::Invalid(format!("cannot catch SIGTERM: {e}")))?;
+                tokio::select! {
+                    r = announce::follow(&engine, &tenant, &publisher) => r?,
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                // Servers stopped along with this announcer (docker-compose down stops them
+                // first) must not stay advertised: one last reconciliation, then leave.
+                announce::once(&engine, &tenant, &publisher).await?;
             }
             Ok(0)
         }

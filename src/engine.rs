@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, NetworkCreateRequest,
@@ -17,6 +19,7 @@ use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
 };
+use bollard::{ClientVersion, Docker};
 use futures_util::stream::{self, BoxStream, TryStreamExt};
 use futures_util::{Stream, StreamExt};
 
@@ -38,7 +41,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// On an engine of this host, the mounts (destination, host source) of each container
+    /// listed so far, by id: files in them are read on the host, not through the engine. A
+    /// container's mounts never change, so an entry never goes stale.
+    mounts: Option<Arc<Mutex<HashMap<String, Mounts>>>>,
 }
+
+/// A container's mounts: (destination in the container, source on the host).
+type Mounts = Vec<(PathBuf, PathBuf)>;
 
 /// The outcome of creating a container by name.
 pub enum Created {
@@ -99,6 +109,71 @@ pub fn cgroup_main_pid(id: &str) -> Option<Option<u32>> {
     )
 }
 
+/// A file at `path` in a container with `mounts` (destination, host source), read through
+/// its mount's host source. Nothing that leads out of the source is followed (the container
+/// owns what is inside it): any doubt (a link, a file that is not regular, no permission,
+/// no mount) gives `None`, and the read is left to the engine.
+fn read_in_mount(mounts: &Mounts, path: &Path) -> Option<Vec<u8>> {
+    let (dest, source) = mounts
+        .iter()
+        .filter(|(dest, _)| path.starts_with(dest))
+        .max_by_key(|(dest, _)| dest.components().count())?;
+    let file = source.join(path.strip_prefix(dest).ok()?);
+    let real = file.canonicalize().ok()?;
+    if real != file || !real.starts_with(source.canonicalize().ok()?) {
+        return None;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&real)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_HOST_READ {
+        return None;
+    }
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut data).ok()?;
+    Some(data)
+}
+
+/// The largest file read on the host rather than through the engine (certificates are ~1 KB).
+const MAX_HOST_READ: u64 = 1 << 20;
+
+/// The API version the engine at `socket` speaks, from the `Api-Version` header of its
+/// `/_ping` answer.
+async fn ping_version(socket: &Path) -> std::io::Result<ClientVersion> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .await?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer).await?;
+    api_version(&String::from_utf8_lossy(&answer)).ok_or_else(|| {
+        std::io::Error::other(format!(
+            "{} does not answer as a Docker engine (no Api-Version in its /_ping answer)",
+            socket.display()
+        ))
+    })
+}
+
+/// `major.minor` of an `Api-Version` header in an HTTP answer's head.
+fn api_version(answer: &str) -> Option<ClientVersion> {
+    let head = answer.split("\r\n\r\n").next()?;
+    let value = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("api-version")
+            .then(|| value.trim())
+    })?;
+    let (major, minor) = value.split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
 /// Where the engine is, as the user would name it.
 pub fn address() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
@@ -106,18 +181,40 @@ pub fn address() -> String {
 
 impl Engine {
     /// Connects through `DOCKER_HOST` or the default socket and negotiates the API version, so
-    /// no field newer than the engine knows is ever sent.
+    /// no field newer than the engine knows is ever sent. On a local socket the version comes
+    /// from `/_ping`'s header, which the engine answers at once (`/version` asks containerd).
     pub async fn connect() -> Result<Engine> {
+        let addr = address();
         let unreachable = |reason: String| Error::EngineUnreachable {
-            addr: address(),
+            addr: addr.clone(),
             reason,
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+        let answer = |e: std::io::Error| unreachable(e.to_string());
+        let within = |reason| unreachable(format!("no answer within 10 s{reason}"));
+        const PATIENCE: Duration = Duration::from_secs(10);
+        let Some(socket) = addr.strip_prefix("unix://") else {
+            let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+            let docker = tokio::time::timeout(PATIENCE, docker.negotiate_version())
+                .await
+                .map_err(|_| within(""))?
+                .map_err(|e| unreachable(e.to_string()))?;
+            return Ok(Engine {
+                docker,
+                mounts: None,
+            });
+        };
+        let version = tokio::time::timeout(PATIENCE, ping_version(Path::new(socket)))
             .await
-            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|_| within(" to /_ping"))?
+            .map_err(answer)?;
+        let newest = *bollard::API_DEFAULT_VERSION;
+        let version = if version < newest { version } else { newest };
+        let docker = Docker::connect_with_unix(socket, 120, &version)
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(Engine { docker })
+        Ok(Engine {
+            docker,
+            mounts: Some(Arc::default()),
+        })
     }
 
     pub fn docker(&self) -> &Docker {
@@ -192,10 +289,26 @@ impl Engine {
             .all(true)
             .filters(&labels::tenant_filter(tenant))
             .build();
-        self.docker
+        let list = self
+            .docker
             .list_containers(Some(options))
             .await
-            .map_err(|e| Error::engine("cannot list containers", e))
+            .map_err(|e| Error::engine("cannot list containers", e))?;
+        if let Some(mounts) = &self.mounts {
+            let mut mounts = mounts.lock().expect("not poisoned");
+            for c in &list {
+                let of = c.mounts.iter().flatten().filter_map(|m| {
+                    Some((
+                        PathBuf::from(m.destination.as_ref()?),
+                        PathBuf::from(m.source.as_ref()?),
+                    ))
+                });
+                if let Some(id) = &c.id {
+                    mounts.insert(id.clone(), of.collect());
+                }
+            }
+        }
+        Ok(list)
     }
 
     pub async fn inspect(&self, id: &str) -> Result<Runtime> {
@@ -273,9 +386,13 @@ impl Engine {
         Ok(Some(v.mountpoint))
     }
 
-    /// The content of one regular file in a container (running or not), through the engine,
-    /// so it works wherever the engine is reachable, host paths or not.
+    /// The content of one regular file in a container (running or not): read on the host when
+    /// it lies in a mount of a container listed before on an engine of this host, else
+    /// through the engine, which works wherever the engine is reachable.
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        if let Some(data) = self.read_on_host(id, Path::new(path)) {
+            return Ok(data);
+        }
         let options = DownloadFromContainerOptionsBuilder::default()
             .path(path)
             .build();
@@ -308,6 +425,18 @@ impl Engine {
         let mut data = Vec::new();
         std::io::Read::read_to_end(&mut entry, &mut data).map_err(unreadable)?;
         Ok(data)
+    }
+
+    /// A file of a container listed before, read on the host through its mount.
+    fn read_on_host(&self, id: &str, path: &Path) -> Option<Vec<u8>> {
+        let mounts = self
+            .mounts
+            .as_ref()?
+            .lock()
+            .expect("not poisoned")
+            .get(id)?
+            .clone();
+        read_in_mount(&mounts, path)
     }
 
     /// The events, from `since` (seconds since the epoch) on, that change which of the
@@ -500,4 +629,65 @@ fn summary_to_server(c: ContainerSummary) -> Option<Server> {
         kernel_release,
         cert_volume,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_comes_from_the_ping_header() {
+        let answer = "HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK";
+        let v = api_version(answer).unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        let lower = "HTTP/1.1 200 OK\r\napi-version:1.53\r\n\r\n";
+        assert_eq!(api_version(lower).unwrap().minor_version, 53);
+    }
+
+    #[test]
+    fn a_file_in_a_mount_is_read_on_the_host_and_nothing_leads_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vol, bind) = (dir.path().join("vol"), dir.path().join("bind"));
+        std::fs::create_dir_all(vol.join("ssl/server")).unwrap();
+        std::fs::create_dir_all(&bind).unwrap();
+        std::fs::write(vol.join("ssl/server/stap.cert"), b"volume").unwrap();
+        std::fs::write(bind.join("stap.cert"), b"bind").unwrap();
+        std::fs::write(dir.path().join("secret"), b"host").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), vol.join("link")).unwrap();
+        std::os::unix::fs::symlink("../..", vol.join("ssl/up")).unwrap();
+        let mounts = vec![
+            (PathBuf::from("/home/s/.systemtap"), vol.clone()),
+            (PathBuf::from("/home/s/.systemtap/ssl/other"), bind.clone()),
+        ];
+        let read = |p: &str| read_in_mount(&mounts, Path::new(p));
+        assert_eq!(
+            read("/home/s/.systemtap/ssl/server/stap.cert").as_deref(),
+            Some(&b"volume"[..])
+        );
+        // The deepest mount wins.
+        assert_eq!(
+            read("/home/s/.systemtap/ssl/other/stap.cert").as_deref(),
+            Some(&b"bind"[..])
+        );
+        // Links (the container's own doing), paths out of the source, directories and
+        // paths in no mount are left to the engine.
+        assert_eq!(read("/home/s/.systemtap/link"), None);
+        assert_eq!(read("/home/s/.systemtap/ssl/up/secret"), None);
+        assert_eq!(read("/home/s/.systemtap/../../secret"), None);
+        assert_eq!(read("/home/s/.systemtap/ssl"), None);
+        assert_eq!(read("/etc/passwd"), None);
+        assert_eq!(read("/home/s/.systemtap/missing"), None);
+    }
+
+    #[test]
+    fn an_answer_without_a_version_is_none() {
+        for answer in [
+            "",
+            "HTTP/1.0 200 OK\r\n\r\nApi-Version: 1.41",
+            "HTTP/1.0 200 OK\r\nApi-Version: one\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nApi-Version: 1\r\n\r\n",
+        ] {
+            assert!(api_version(answer).is_none(), "{answer:?}");
+        }
+    }
 }

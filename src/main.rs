@@ -30,6 +30,9 @@ fn main() -> ExitCode {
     };
     let cleanup = Cleanup::default();
     let result = runtime.block_on(async {
+        if app::handles_signals(&invocation) {
+            return app::run(invocation, cleanup.clone()).await;
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         // Biased: an action that has finished wins over a signal that came meanwhile.
