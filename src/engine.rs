@@ -148,8 +148,17 @@ async fn ping_version(socket: &Path) -> std::io::Result<ClientVersion> {
     stream
         .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
         .await?;
+    // The head is enough: read until it ends, not until the engine (or a proxy in between)
+    // closes the connection.
     let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer).await?;
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.len() < 64 * 1024 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
     api_version(&String::from_utf8_lossy(&answer)).ok_or_else(|| {
         std::io::Error::other(format!(
             "{} does not answer as a Docker engine (no Api-Version in its /_ping answer)",
