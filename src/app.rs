@@ -1008,12 +1008,16 @@ async fn settle(engine: &Engine, s: &Server) -> Result<Server> {
 }
 
 /// Waits until the server accepts connections, first on its container address (the host
-/// port's proxy accepts before the server listens), then on the host port.
+/// port's proxy accepts before the server listens), then on the host port. Connections are
+/// tried every 10 ms (a refused one costs nothing); the container's state is looked at again
+/// every quarter second, to give up on a server that exited.
 async fn wait_ready(engine: &Engine, id: &str) -> Result<crate::engine::Runtime> {
+    const TRY_EVERY: Duration = Duration::from_millis(10);
+    const STATE_EVERY: Duration = Duration::from_millis(250);
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut pause = Duration::from_millis(20);
+    let mut rt = engine.inspect(id).await?;
+    let mut looked = Instant::now();
     loop {
-        let rt = engine.inspect(id).await?;
         if rt.state == "exited" || rt.state == "dead" {
             return Err(Error::Invalid(format!(
                 "the server exited (status {}) before accepting connections",
@@ -1032,8 +1036,11 @@ async fn wait_ready(engine: &Engine, id: &str) -> Result<crate::engine::Runtime>
                 READY_TIMEOUT.as_secs()
             )));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        tokio::time::sleep(TRY_EVERY).await;
+        if rt.ip.is_none() || rt.host_port.is_none() || looked.elapsed() >= STATE_EVERY {
+            rt = engine.inspect(id).await?;
+            looked = Instant::now();
+        }
     }
 }
 

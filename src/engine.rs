@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, NetworkCreateRequest,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, MountPoint,
+    NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
@@ -42,7 +42,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Engine {
     docker: Docker,
     /// On an engine of this host, the mounts (destination, host source) of each container
-    /// listed so far, by id: files in them are read on the host, not through the engine. A
+    /// listed or inspected so far, by id: files in them are read on the host, not through the engine. A
     /// container's mounts never change, so an entry never goes stale.
     mounts: Option<Arc<Mutex<HashMap<String, Mounts>>>>,
 }
@@ -135,6 +135,26 @@ fn read_in_mount(mounts: &Mounts, path: &Path) -> Option<Vec<u8>> {
     let mut data = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut data).ok()?;
     Some(data)
+}
+
+/// Whether a network or volume found by name carries the tenant's ownership labels: the
+/// manager uses only what it made.
+fn owned(
+    kind: &str,
+    name: &str,
+    tenant: &str,
+    found: Option<&HashMap<String, String>>,
+) -> Result<()> {
+    let label = |key: &str| found.and_then(|l| l.get(key)).map(String::as_str);
+    if label(labels::MANAGED) == Some("true") && label(labels::TENANT) == Some(tenant) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "a {kind} named {name} exists that stap-server did not make for tenant {tenant} \
+         (its labels lack {}=true and {}={tenant}): remove or rename it",
+        labels::MANAGED,
+        labels::TENANT
+    )))
 }
 
 /// The largest file read on the host rather than through the engine (certificates are ~1 KB).
@@ -303,28 +323,40 @@ impl Engine {
             .list_containers(Some(options))
             .await
             .map_err(|e| Error::engine("cannot list containers", e))?;
-        if let Some(mounts) = &self.mounts {
-            let mut mounts = mounts.lock().expect("not poisoned");
-            for c in &list {
-                let of = c.mounts.iter().flatten().filter_map(|m| {
-                    Some((
-                        PathBuf::from(m.destination.as_ref()?),
-                        PathBuf::from(m.source.as_ref()?),
-                    ))
-                });
-                if let Some(id) = &c.id {
-                    mounts.insert(id.clone(), of.collect());
-                }
-            }
+        for c in &list {
+            self.remember_mounts(c.id.as_deref(), c.mounts.as_deref());
         }
         Ok(list)
+    }
+
+    /// Notes where a container's mounts are on the host (an engine of this host only).
+    fn remember_mounts(&self, id: Option<&str>, mounts: Option<&[MountPoint]>) {
+        let (Some(cache), Some(id)) = (&self.mounts, id) else {
+            return;
+        };
+        let of = mounts.unwrap_or_default().iter().filter_map(|m| {
+            Some((
+                PathBuf::from(m.destination.as_ref()?),
+                PathBuf::from(m.source.as_ref()?),
+            ))
+        });
+        cache
+            .lock()
+            .expect("not poisoned")
+            .insert(id.to_string(), of.collect());
+    }
+
+    /// A container's runtime from its inspection, its mounts noted on the way.
+    fn inspected(&self, c: ContainerInspectResponse) -> Runtime {
+        self.remember_mounts(c.id.as_deref(), c.mounts.as_deref());
+        runtime(c)
     }
 
     pub async fn inspect(&self, id: &str) -> Result<Runtime> {
         self.docker
             .inspect_container(id, None::<InspectContainerOptions>)
             .await
-            .map(runtime)
+            .map(|c| self.inspected(c))
             .map_err(|e| Error::engine(format!("cannot inspect container {id}"), e))
     }
 
@@ -335,7 +367,7 @@ impl Engine {
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
         {
-            Ok(c) => Ok(Some(runtime(c))),
+            Ok(c) => Ok(Some(self.inspected(c))),
             Err(e) if status(&e) == Some(404) => Ok(None),
             Err(e) => Err(Error::engine(format!("cannot inspect container {name}"), e)),
         }
@@ -350,18 +382,18 @@ impl Engine {
         }
     }
 
-    /// Creates the tenant's bridge network unless it exists.
+    /// Creates the tenant's bridge network unless it exists; one of that name that is not the
+    /// tenant's (by its labels) is refused, never used.
     pub async fn ensure_network(&self, name: &str, tenant: &str) -> Result<()> {
-        if self
+        if let Ok(n) = self
             .docker
             .inspect_network(
                 name,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await
-            .is_ok()
         {
-            return Ok(());
+            return owned("network", name, tenant, n.labels.as_ref());
         }
         let request = NetworkCreateRequest {
             name: name.into(),
@@ -380,6 +412,7 @@ impl Engine {
     /// Creates a labelled volume unless it exists; returns its host mount point.
     pub async fn ensure_volume(&self, name: &str, tenant: &str) -> Result<Option<String>> {
         if let Ok(v) = self.docker.inspect_volume(name).await {
+            owned("volume", name, tenant, Some(&v.labels))?;
             return Ok(Some(v.mountpoint));
         }
         let request = VolumeCreateRequest {
@@ -396,7 +429,8 @@ impl Engine {
     }
 
     /// The content of one regular file in a container (running or not): read on the host when
-    /// it lies in a mount of a container listed before on an engine of this host, else
+    /// it lies in a mount of a container listed or inspected before on an engine of this host,
+    /// else
     /// through the engine, which works wherever the engine is reachable.
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
         if let Some(data) = self.read_on_host(id, Path::new(path)) {
@@ -436,7 +470,7 @@ impl Engine {
         Ok(data)
     }
 
-    /// A file of a container listed before, read on the host through its mount.
+    /// A file of a container listed or inspected before, read on the host through its mount.
     fn read_on_host(&self, id: &str, path: &Path) -> Option<Vec<u8>> {
         let mounts = self
             .mounts
@@ -686,6 +720,18 @@ mod tests {
         assert_eq!(read("/home/s/.systemtap/ssl"), None);
         assert_eq!(read("/etc/passwd"), None);
         assert_eq!(read("/home/s/.systemtap/missing"), None);
+    }
+
+    #[test]
+    fn only_the_tenants_own_network_or_volume_is_used() {
+        let ours: HashMap<String, String> = labels::ownership("t1", "cli").into_iter().collect();
+        assert!(owned("network", "n", "t1", Some(&ours)).is_ok());
+        let other = owned("network", "n", "t2", Some(&ours))
+            .unwrap_err()
+            .to_string();
+        assert!(other.contains("a network named n exists") && other.contains("tenant t2"));
+        let foreign = owned("volume", "v", "t1", None).unwrap_err().to_string();
+        assert!(foreign.contains("a volume named v exists"), "{foreign}");
     }
 
     #[test]

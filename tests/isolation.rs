@@ -150,6 +150,43 @@ fn tenants_never_see_or_touch_each_other() {
     b.expect(&["stop"], 0);
 }
 
+/// A network or volume that carries the tenant's name but not its labels was made by
+/// someone else: start refuses to use it, makes nothing, and leaves it as it was.
+#[test]
+fn a_foreign_network_or_volume_of_the_tenants_name_is_never_used() {
+    let env = Env::new("foreign");
+    let release = headers_release();
+    let network = format!("stap-server-{}", env.tenant);
+    let volume = format!("stap-server-{}-cert-stap-server", env.tenant);
+    for (kind, name) in [("network", network), ("volume", volume)] {
+        /// Removes the foreign object, also when the test fails.
+        struct Foreign(&'static str, String);
+        impl Drop for Foreign {
+            fn drop(&mut self) {
+                docker(&[self.0, "rm", &self.1]);
+            }
+        }
+        assert!(docker(&[kind, "create", &name]).status.success());
+        let _foreign = Foreign(kind, name.clone());
+        let out = env.run(&["start", "-r", &release]);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains(&format!(
+                "a {kind} named {name} exists that stap-server did not make"
+            )),
+            "{said}"
+        );
+        assert!(env.containers().is_empty(), "{:?}", env.containers());
+        let labels = docker(&[kind, "inspect", "-f", "{{json .Labels}}", &name]);
+        assert!(
+            !text(&labels).contains("io.stap-server"),
+            "the foreign {kind} is left as it was: {}",
+            text(&labels)
+        );
+    }
+}
+
 /// Two consecutive ports that are free now, away from the engine's own range.
 fn free_pair() -> u16 {
     (20000..30000u16)
