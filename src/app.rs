@@ -135,13 +135,13 @@ fn read_config<T>(
     parse(file, path).map_err(Error::Config)
 }
 
-/// Runs one invocation; returns the exit status.
 /// Whether the invocation handles SIGINT and SIGTERM itself (`announce` following events
 /// ends with a last reconciliation); for the others the caller interrupts and cleans up.
 pub fn handles_signals(invocation: &Invocation) -> bool {
     matches!(invocation, Invocation::Announce { once: false, .. })
 }
 
+/// Runs one invocation; returns the exit status.
 pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
     match invocation {
         Invocation::Service { action, opts } => service(action, &opts, cleanup).await,
@@ -836,9 +836,9 @@ impl Ctx {
         Ok(())
     }
 
-    /// Adds the certificates of servers just started to the host's global client trust
-    /// and module signer databases, once per certificate volume (all of a user's servers share one), when this is
-    /// root on a host with the stap client. A failure is said, not fatal: the servers run, and
+    /// Adds the certificates of servers just started to the host's global client trust and
+    /// module signer databases, once per certificate volume (all of a user's servers share
+    /// one), when this is root on a host with the stap client. A failure is said, not fatal: the servers run, and
     /// clients can still trust them themselves.
     async fn trust(&mut self, started: &[Server]) {
         let Some(stap) = trust::client() else { return };
@@ -986,8 +986,9 @@ async fn create_and_wait(
 }
 
 /// A server found running, once it accepts connections, with its current runtime. One that
-/// goes down meanwhile (a stop whose manager died had already asked the engine to stop it)
-/// is started again, once.
+/// goes down meanwhile (it crashed, or a manager with another lock directory stopped it) is
+/// started again, once. A stop whose manager died is finished before this is reached
+/// ([`finish_stops`]).
 async fn settle(engine: &Engine, s: &Server) -> Result<Server> {
     let rt = match wait_ready(engine, &s.id).await {
         Ok(rt) => rt,

@@ -41,9 +41,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
-    /// On an engine of this host, the mounts (destination, host source) of each container
-    /// listed or inspected so far, by id: files in them are read on the host, not through the engine. A
-    /// container's mounts never change, so an entry never goes stale.
+    /// On an engine of this host (a local socket; `None` otherwise), the mounts (destination,
+    /// host source) of each container listed or inspected so far, by id: files in them are
+    /// read on the host, not through the engine. A container's mounts never change, so an
+    /// entry never goes stale.
     mounts: Option<Arc<Mutex<HashMap<String, Mounts>>>>,
 }
 
@@ -246,6 +247,12 @@ impl Engine {
         })
     }
 
+    /// Whether the engine runs on this host (reached through a local socket), so that its
+    /// containers' cgroups and mounts can be read here.
+    fn on_this_host(&self) -> bool {
+        self.mounts.is_some()
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
@@ -263,7 +270,7 @@ impl Engine {
         // The list can lag behind a container that just died. On a local engine the running
         // ones' cgroups give their PID and liveness as they are now, with no call per server;
         // otherwise each is inspected.
-        let local = address().starts_with("unix://");
+        let local = self.on_this_host();
         let now: Vec<Option<Runtime>> = stream::iter(servers.iter().map(|s| {
             let id = s.id.clone();
             let running = s.running();
@@ -430,8 +437,7 @@ impl Engine {
 
     /// The content of one regular file in a container (running or not): read on the host when
     /// it lies in a mount of a container listed or inspected before on an engine of this host,
-    /// else
-    /// through the engine, which works wherever the engine is reachable.
+    /// else through the engine, which works wherever the engine is reachable.
     pub async fn read_file(&self, id: &str, path: &str) -> Result<Vec<u8>> {
         if let Some(data) = self.read_on_host(id, Path::new(path)) {
             return Ok(data);
