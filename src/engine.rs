@@ -524,16 +524,19 @@ impl Engine {
         }
     }
 
-    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container. A container that
-    /// is already gone counts as removed.
+    /// Stops (SIGTERM, then SIGKILL after `grace`; with no grace, killed at once) and removes
+    /// a container. A container that is already gone counts as removed.
     pub async fn remove(&self, id: &str, grace: Duration) -> Result<()> {
-        let stop = StopContainerOptionsBuilder::default()
-            .t(grace.as_secs() as i32)
-            .build();
-        match self.docker.stop_container(id, Some(stop)).await {
-            Ok(()) => {}
-            Err(e) if matches!(status(&e), Some(304) | Some(404)) => {}
-            Err(e) => return Err(Error::engine(format!("cannot stop container {id}"), e)),
+        // With no grace, the forced removal kills the container itself: one request, not two.
+        if !grace.is_zero() {
+            let stop = StopContainerOptionsBuilder::default()
+                .t(grace.as_secs() as i32)
+                .build();
+            match self.docker.stop_container(id, Some(stop)).await {
+                Ok(()) => {}
+                Err(e) if matches!(status(&e), Some(304) | Some(404)) => {}
+                Err(e) => return Err(Error::engine(format!("cannot stop container {id}"), e)),
+            }
         }
         let rm = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(id, Some(rm)).await {
