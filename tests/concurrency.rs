@@ -44,10 +44,7 @@ fn eight_simultaneous_starts_make_one_server() {
         env.adverts()
     );
 
-    let stop = env.run(&["stop"]);
-    assert!(stop.status.success(), "{}", text(&stop));
-    assert!(env.containers().is_empty(), "{:?}", env.containers());
-    assert!(env.adverts().is_empty(), "{:?}", env.adverts());
+    env.stop_leaves_nothing();
 }
 
 #[test]

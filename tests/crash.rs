@@ -132,10 +132,7 @@ fn sigkill_during_stop_and_restart_is_repaired() {
             env.assert_one_healthy();
             assert_eq!(env.adverts().len(), 1, "{what}: {:?}", env.adverts());
         }
-        let stop = env.run(&["stop"]);
-        assert!(stop.status.success(), "{}", text(&stop));
-        assert!(env.containers().is_empty(), "{:?}", env.containers());
-        assert!(env.adverts().is_empty(), "{:?}", env.adverts());
+        env.stop_leaves_nothing();
     }
 }
 
@@ -169,9 +166,7 @@ fn a_stop_the_engine_finishes_alone_does_not_fool_the_next_start() {
         env.assert_one_healthy();
         assert_eq!(env.adverts().len(), 1, "{action}: {:?}", env.adverts());
     }
-    let stop = env.run(&["stop"]);
-    assert!(stop.status.success(), "{}", text(&stop));
-    assert!(env.containers().is_empty(), "{:?}", env.containers());
+    env.stop_leaves_nothing();
 }
 
 /// Returns once the proxy has held a request back; fails with `never` past the limit.

@@ -146,8 +146,5 @@ fn servers_survive_an_engine_restart_as_they_were() {
     let advert = std::fs::read_to_string(env.path("avahi").join(&adverts[0])).unwrap();
     assert!(advert.contains(&format!("<port>{port}</port>")), "{advert}");
 
-    let stop = env.run(&["stop"]);
-    assert!(stop.status.success(), "{}", text(&stop));
-    assert!(env.containers().is_empty(), "{:?}", env.containers());
-    assert!(env.adverts().is_empty(), "{:?}", env.adverts());
+    env.stop_leaves_nothing();
 }

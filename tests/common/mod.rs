@@ -428,6 +428,14 @@ impl Env {
         names
     }
 
+    /// `stop` of everything succeeds and leaves no container and no advertisement.
+    pub fn stop_leaves_nothing(&self) {
+        let stop = self.run(&["stop"]);
+        assert!(stop.status.success(), "{}", text(&stop));
+        assert!(self.containers().is_empty(), "{:?}", self.containers());
+        assert!(self.adverts().is_empty(), "{:?}", self.adverts());
+    }
+
     /// `status` output and exit code, asserting the one server is healthy: running, exit 0,
     /// and its host port accepting connections. Returns the port.
     pub fn assert_one_healthy(&self) -> u16 {
@@ -470,6 +478,43 @@ pub fn wait_output(mut child: std::process::Child, limit: std::time::Duration) -
     child.wait_with_output().expect("wait")
 }
 
+/// Copies `from` to `to` chunk by chunk until either side closes: `before` sees each chunk
+/// before it is passed on, `after` once it has been; either may hold the relay forever.
+fn relay(
+    mut from: std::os::unix::net::UnixStream,
+    mut to: std::os::unix::net::UnixStream,
+    mut before: impl FnMut(&[u8]),
+    mut after: impl FnMut(&[u8]),
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        before(&buf[..n]);
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        after(&buf[..n]);
+    }
+}
+
+/// Whether `chunk` starts an engine request that does `action` to a container.
+fn container_request(chunk: &[u8], action: &str) -> bool {
+    let head = String::from_utf8_lossy(&chunk[..chunk.len().min(200)]).into_owned();
+    let request = head.lines().next().unwrap_or_default();
+    request.starts_with("POST ") && request.contains("/containers/") && request.contains(action)
+}
+
+/// Holds the calling thread (and whatever it relays) for good.
+fn forever() -> ! {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 /// What a [`HoldingProxy`] holds back.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Hold {
@@ -494,16 +539,9 @@ pub struct HoldingProxy {
 
 impl HoldingProxy {
     pub fn new(hold: Hold) -> HoldingProxy {
-        use std::io::{Read, Write};
         use std::os::unix::net::{UnixListener, UnixStream};
         use std::sync::Arc;
         use std::sync::atomic::AtomicBool;
-
-        fn forever() -> ! {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
-            }
-        }
 
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("docker.sock");
@@ -512,11 +550,11 @@ impl HoldingProxy {
         let flag = held.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
-                let Ok(mut client) = client else { return };
-                let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock") else {
+                let Ok(client) = client else { return };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
                     return;
                 };
-                let (mut client_out, mut engine_in) = (
+                let (client_out, engine_in) = (
                     client.try_clone().expect("clone"),
                     engine.try_clone().expect("clone"),
                 );
@@ -524,51 +562,41 @@ impl HoldingProxy {
                 let mute = Arc::new(AtomicBool::new(false));
                 let muted = mute.clone();
                 std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    loop {
-                        let n = match engine_in.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if muted.load(Ordering::SeqCst) {
-                            forever();
-                        }
-                        if client_out.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
+                    relay(
+                        engine_in,
+                        client_out,
+                        |_| {
+                            if muted.load(Ordering::SeqCst) {
+                                forever()
+                            }
+                        },
+                        |_| {},
+                    )
                 });
                 let flag = flag.clone();
+                let stop = move |chunk: &[u8]| {
+                    hold == Hold::StopAnswer && container_request(chunk, "/stop")
+                };
                 std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    loop {
-                        let n = match client.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        let head = String::from_utf8_lossy(&buf[..n.min(200)]).into_owned();
-                        let request = head.lines().next().unwrap_or_default();
-                        let container = |action: &str| {
-                            request.starts_with("POST ")
-                                && request.contains("/containers/")
-                                && request.contains(action)
-                        };
-                        if hold == Hold::Start && container("/start") {
-                            flag.store(true, Ordering::SeqCst);
-                            forever();
-                        }
-                        let stop = hold == Hold::StopAnswer && container("/stop");
-                        if stop {
-                            mute.store(true, Ordering::SeqCst);
-                        }
-                        if engine.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                        if stop {
-                            flag.store(true, Ordering::SeqCst);
-                            forever();
-                        }
-                    }
+                    relay(
+                        client,
+                        engine,
+                        |chunk| {
+                            if hold == Hold::Start && container_request(chunk, "/start") {
+                                flag.store(true, Ordering::SeqCst);
+                                forever();
+                            }
+                            if stop(chunk) {
+                                mute.store(true, Ordering::SeqCst);
+                            }
+                        },
+                        |chunk| {
+                            if stop(chunk) {
+                                flag.store(true, Ordering::SeqCst);
+                                forever();
+                            }
+                        },
+                    )
                 });
             }
         });
