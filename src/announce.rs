@@ -140,11 +140,14 @@ pub struct Outcome {
     pub failed: Vec<(String, String)>,
 }
 
-/// Where a server's certificate is inside its container: in the `--ssl` directory (mounted at
-/// its own path), else in the certificate volume on the server's `~/.systemtap`.
+/// Where a server's certificate is inside its container: in the `--ssl` directory (in the
+/// host view), else in the certificate volume on the server's `~/.systemtap`.
 pub fn cert_path(server: &Server) -> String {
     match &server.spec.ssl {
-        Some(ssl) => ssl.join("stap.cert").display().to_string(),
+        Some(ssl) => format!(
+            "{}/stap.cert",
+            body::in_host_view(&ssl.display().to_string())
+        ),
         None => format!("{}/ssl/server/stap.cert", body::SYSTEMTAP_DIR),
     }
 }
@@ -421,7 +424,7 @@ mod tests {
             "/var/lib/stap-server/.systemtap/ssl/server/stap.cert"
         );
         s.spec.ssl = Some("/etc/stap/ssl".into());
-        assert_eq!(cert_path(&s), "/etc/stap/ssl/stap.cert");
+        assert_eq!(cert_path(&s), "/run/host/etc/stap/ssl/stap.cert");
     }
 
     #[test]

@@ -355,7 +355,7 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
         .iter()
         .map(|p| crate::compose::Service {
             name: body::container_name(&p.spec),
-            body: body::container_body(&p.spec, &p.tree, p.who, "compose", None),
+            body: body::container_body(&p.spec, &p.tree, p.who, "compose", None, &p.host_name),
         })
         .collect();
     let text = serde_json::to_string_pretty(&crate::compose::document(&services))
@@ -504,6 +504,8 @@ struct Prepared {
     host_port: Option<u16>,
     /// A stopped container the plan found for this server, to be removed first.
     replaces: Option<Server>,
+    /// This host's name, which the server's container and certificate carry.
+    host_name: String,
 }
 
 impl Ctx {
@@ -596,6 +598,9 @@ impl Ctx {
             }),
             true,
         )?;
+        for p in &prepared {
+            self.report.log(&debuginfo_note(&p.tree));
+        }
         // Ports are allotted under one host lock per tenant, held until the containers run,
         // so concurrent managers never hand out the same port.
         let _ports = match self.settings.global.port_range {
@@ -794,6 +799,7 @@ impl Ctx {
             who,
             host_port: None,
             replaces: None,
+            host_name: host_name(),
         })
     }
 
@@ -822,7 +828,7 @@ impl Ctx {
         {
             return Ok(());
         }
-        let body = body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant);
+        let body = body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant, &p.host_name);
         self.cleanup.add(&init, Some(lock), None);
         let ran = self.engine.run_once(&init, body).await;
         self.cleanup.done(&init);
@@ -925,7 +931,8 @@ async fn create_and_wait(
             if found.is_some() {
                 engine.remove(&name, Duration::ZERO).await?;
             }
-            let body = body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port);
+            let body =
+                body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port, &p.host_name);
             // The request runs as a task of its own, so that an interrupt can wait for the
             // engine's answer before it removes what the engine made.
             let (answered, created) = watch::channel(false);
@@ -1102,4 +1109,30 @@ fn port_free(port: u16) -> Result<()> {
     TcpListener::bind(("0.0.0.0", port))
         .map(drop)
         .map_err(|e| Error::Invalid(format!("port {port} is already in use on this host ({e})")))
+}
+
+/// This host's name, as `hostname` prints it; empty when it cannot be read.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The log line that says whether a server for `tree` sees kernel debuginfo.
+fn debuginfo_note(tree: &BuildTree) -> String {
+    let release = &tree.kernel_release;
+    if tree.debuginfo.is_empty() {
+        format!(
+            "release {release}: no kernel debuginfo on this host; DWARF probes \
+             (kernel.function, module(...).function, most syscall.*) cannot resolve unless \
+             linux-image-{release}-dbg is installed or DEBUGINFOD_URLS is set"
+        )
+    } else {
+        let paths: Vec<String> = tree
+            .debuginfo
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!("release {release}: kernel debuginfo {}", paths.join(", "))
+    }
 }

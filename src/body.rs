@@ -20,6 +20,29 @@ pub const SERVER_PORT: u16 = 5600;
 /// Where the image keeps the server's `~/.systemtap` (certificate and cache).
 pub const SYSTEMTAP_DIR: &str = "/var/lib/stap-server/.systemtap";
 
+/// Where a server sees the host paths its options name (`-I`, `-R`, `--ssl`, the log and the
+/// release's modules directory): under a directory of its own, so that no host path covers
+/// the image's files (`-I /usr/share/systemtap/tapset`) or collides with its mounts
+/// (`-I /tmp`). Build trees and debuginfo are the exception: their absolute symlinks and
+/// elfutils' search paths need them at their own paths, and `buildtree` keeps them off the
+/// image's directories.
+pub const HOST_VIEW: &str = "/run/host";
+
+/// The translator stap-serverd runs for each request (`SYSTEMTAP_STAP`): stap under the
+/// request limits, saying which limit stopped it.
+pub const TRANSLATOR: &str = "/usr/local/lib/stap-server/translator";
+
+/// The request sizes a server takes when none is configured. stap-serverd's own (50000 and
+/// 5000 bytes) refuse some of systemtap's example scripts with their tapset arguments
+/// (`tcp_trace.stp`, `latencytap.stp`) that a local translator compiles.
+pub const MAX_REQUEST_SIZE: u64 = 1 << 20;
+pub const MAX_COMPRESSED_REQUEST: u64 = 256 << 10;
+
+/// Where the server sees the host path `path`.
+pub fn in_host_view(path: &str) -> String {
+    format!("{HOST_VIEW}{}", path.trim_end_matches('/'))
+}
+
 /// The numeric identity the server runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
@@ -91,9 +114,10 @@ pub fn server_args(spec: &ServerSpec, kernel_release: &str) -> Vec<String> {
         "--port".into(),
         SERVER_PORT.to_string(),
     ];
+    let includes: Vec<String> = spec.includes.iter().map(|p| in_host_view(p)).collect();
     for (flag, items) in [
         ("-B", &spec.builds),
-        ("-I", &spec.includes),
+        ("-I", &includes),
         ("-D", &spec.defines),
     ] {
         for item in items {
@@ -102,16 +126,29 @@ pub fn server_args(spec: &ServerSpec, kernel_release: &str) -> Vec<String> {
         }
     }
     let optional = [
-        ("-R", spec.runtime.clone()),
-        ("--ssl", spec.ssl.as_ref().map(|p| p.display().to_string())),
+        ("-R", spec.runtime.as_deref().map(in_host_view)),
+        (
+            "--ssl",
+            spec.ssl
+                .as_ref()
+                .map(|p| in_host_view(&p.display().to_string())),
+        ),
         ("--max-threads", spec.max_threads.map(|n| n.to_string())),
         (
             "--max-request-size",
-            spec.max_request_size.map(|n| n.to_string()),
+            Some(
+                spec.max_request_size
+                    .unwrap_or(MAX_REQUEST_SIZE)
+                    .to_string(),
+            ),
         ),
         (
             "--max-compressed-request",
-            spec.max_compressed_request.map(|n| n.to_string()),
+            Some(
+                spec.max_compressed_request
+                    .unwrap_or(MAX_COMPRESSED_REQUEST)
+                    .to_string(),
+            ),
         ),
     ];
     for (flag, value) in optional {
@@ -126,37 +163,99 @@ pub fn server_args(spec: &ServerSpec, kernel_release: &str) -> Vec<String> {
     args
 }
 
-/// The create body for `spec`: hardened, with the build tree read-only at its own path, the
-/// certificate volume, the log file, and the port published on the host (`spec.port`, else
-/// `host_port` when one was allotted from a port range, else one the engine chooses).
+/// Bind mounts as `SOURCE:TARGET:MODE`, one per target (the first wins).
+#[derive(Default)]
+struct Binds(Vec<(String, String, &'static str)>);
+
+impl Binds {
+    fn add(&mut self, source: &Path, target: String, mode: &'static str) {
+        if !self.0.iter().any(|(_, t, _)| *t == target) {
+            self.0.push((source.display().to_string(), target, mode));
+        }
+    }
+
+    fn at_own_path(&mut self, path: &Path) {
+        self.add(path, path.display().to_string(), "ro");
+    }
+
+    fn in_host_view(&mut self, path: &Path, mode: &'static str) {
+        self.add(path, in_host_view(&path.display().to_string()), mode);
+    }
+}
+
+/// The host paths a server sees, as the engine's bind list: the build tree, its source and
+/// the debuginfo at their own paths; everything else the options name in the host view.
+pub fn binds(spec: &ServerSpec, tree: &BuildTree) -> Vec<String> {
+    let mut b = Binds::default();
+    // Written first, so that no read-only view of a directory above it takes its place.
+    b.in_host_view(&spec.log, "rw");
+    if let Some(ssl) = &spec.ssl {
+        b.in_host_view(ssl, "rw");
+    }
+    for path in tree.mounts.iter().chain(&tree.debuginfo) {
+        b.at_own_path(path);
+    }
+    if let Some(dir) = &tree.modules_dir {
+        b.in_host_view(dir, "ro");
+    }
+    for path in spec.includes.iter().chain(&spec.runtime) {
+        b.in_host_view(Path::new(path), "ro");
+    }
+    b.0.into_iter()
+        .map(|(source, target, mode)| format!("{source}:{target}:{mode}"))
+        .collect()
+}
+
+/// The create body for `spec`: hardened, with the host view of `binds`, the certificate
+/// volume, the host's name (which the certificate names too), and the port published on the
+/// host (`spec.port`, else `host_port` when one was allotted from a port range, else one the
+/// engine chooses).
 pub fn container_body(
     spec: &ServerSpec,
     tree: &BuildTree,
     who: Identity,
     origin: &str,
     host_port: Option<u16>,
+    host_name: &str,
 ) -> ContainerCreateBody {
-    let ro = |p: &str| format!("{p}:{p}:ro");
-    let mut binds: Vec<String> = tree
-        .mounts
-        .iter()
-        .map(|m| ro(&m.display().to_string()))
-        .collect();
-    binds.extend(spec.includes.iter().map(|p| ro(p)));
-    if let Some(runtime) = &spec.runtime {
-        binds.push(ro(runtime));
-    }
-    let log = spec.log.display().to_string();
-    binds.push(format!("{log}:{log}:rw"));
-    if let Some(ssl) = &spec.ssl {
-        let ssl = ssl.display().to_string();
-        binds.push(format!("{ssl}:{ssl}:rw"));
-    }
-
     let volume = cert_volume(&spec.tenant, &spec.user);
     let mut labels = labels::to_labels(spec, &tree.kernel_release);
     labels.insert(labels::CERT_VOLUME.into(), volume.clone());
+    labels.insert(
+        labels::KERNEL_DEBUGINFO.into(),
+        labels::json_paths(&tree.debuginfo),
+    );
     labels.extend(labels::ownership(&spec.tenant, origin));
+
+    let log = in_host_view(&spec.log.display().to_string());
+    let mut env = vec![
+        format!("STAP_SERVER_LOG={log}"),
+        format!("STAP_SERVER_RELEASE={}", tree.kernel_release),
+        format!("STAP_SERVER_BUILD={}", tree.build.display()),
+        format!(
+            "STAP_SERVER_REQUEST_LIMITS={}",
+            spec.limits.request.encode()
+        ),
+        format!("SYSTEMTAP_STAP={TRANSLATOR}"),
+        "TMPDIR=/tmp".into(),
+        "HOME=/var/lib/stap-server".into(),
+        format!("SYSTEMTAP_DIR={SYSTEMTAP_DIR}"),
+    ];
+    if let Some(source) = &tree.source {
+        env.push(format!("STAP_SERVER_SOURCE={}", source.display()));
+    }
+    if let Some(dir) = &tree.modules_dir {
+        env.push(format!(
+            "STAP_SERVER_MODULES={}",
+            in_host_view(&dir.display().to_string())
+        ));
+    }
+    if let Some(urls) = &spec.debuginfod_urls {
+        env.push(format!("DEBUGINFOD_URLS={urls}"));
+        env.push(format!(
+            "DEBUGINFOD_CACHE_PATH={SYSTEMTAP_DIR}/debuginfod_client"
+        ));
+    }
 
     let port_key = format!("{SERVER_PORT}/tcp");
     let host_port = spec
@@ -182,18 +281,12 @@ pub fn container_body(
         image: Some(spec.image.clone()),
         cmd: Some(server_args(spec, &tree.kernel_release)),
         user: Some(format!("{}:{}", who.uid, who.gid)),
-        env: Some(vec![
-            format!("STAP_SERVER_LOG={log}"),
-            format!("STAP_SERVER_RELEASE={}", tree.kernel_release),
-            format!("STAP_SERVER_BUILD={}", tree.build.display()),
-            "TMPDIR=/tmp".into(),
-            "HOME=/var/lib/stap-server".into(),
-            format!("SYSTEMTAP_DIR={SYSTEMTAP_DIR}"),
-        ]),
+        hostname: (!host_name.is_empty()).then(|| host_name.to_string()),
+        env: Some(env),
         labels: Some(labels),
         exposed_ports: Some(vec![port_key.clone()]),
         host_config: Some(HostConfig {
-            binds: Some(binds),
+            binds: Some(binds(spec, tree)),
             mounts: Some(vec![Mount {
                 target: Some(SYSTEMTAP_DIR.into()),
                 source: Some(volume),
@@ -235,12 +328,15 @@ pub fn container_body(
 
 /// The create body of the one-shot container that makes the certificate in a fresh volume:
 /// root only long enough to hand the volume to the server's user, then that user runs
-/// `stap-gen-cert`. Nothing else is granted.
+/// `stap-gen-cert`, which names the host the container has: this host's name, so that clients
+/// reaching the server by it (or by `NAME.local`, through mDNS) find it on the certificate.
+/// Nothing else is granted.
 pub fn cert_init_body(
     image: &str,
     volume: &str,
     who: Identity,
     tenant: &str,
+    host_name: &str,
 ) -> ContainerCreateBody {
     let script = format!(
         "set -e; chown {uid}:{gid} \"$SYSTEMTAP_DIR\"; \
@@ -255,6 +351,7 @@ pub fn cert_init_body(
         image: Some(image.into()),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script]),
         user: Some("0:0".into()),
+        hostname: (!host_name.is_empty()).then(|| host_name.to_string()),
         env: Some(vec![
             format!("SYSTEMTAP_DIR={SYSTEMTAP_DIR}"),
             "HOME=/tmp".into(),
@@ -311,6 +408,7 @@ mod tests {
             keep: false,
             image: "stap-server:latest".into(),
             limits: DEFAULT,
+            debuginfod_urls: None,
         }
     }
 
@@ -318,11 +416,14 @@ mod tests {
         BuildTree {
             kernel_release: "6.1.0-56-amd64".into(),
             build: "/usr/src/linux-headers-6.1.0-56-amd64".into(),
+            source: Some("/usr/src/linux-headers-6.1.0-56-common".into()),
+            modules_dir: Some("/lib/modules/6.1.0-56-amd64".into()),
             mounts: vec![
                 "/usr/lib/linux-kbuild-6.1/scripts".into(),
                 "/usr/src/linux-headers-6.1.0-56-amd64".into(),
                 "/usr/src/linux-headers-6.1.0-56-common".into(),
             ],
+            debuginfo: vec!["/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64".into()],
         }
     }
 
@@ -353,23 +454,63 @@ mod tests {
     }
 
     #[test]
-    fn mounts_are_read_only_at_the_same_path_except_log_and_ssl() {
+    fn tree_and_debuginfo_at_their_paths_options_in_the_host_view() {
         let mut s = spec();
         s.ssl = Some(PathBuf::from("/etc/stap/ssl"));
         s.runtime = Some("/opt/runtime".into());
-        let body = container_body(&s, &tree(), WHO, "cli", None);
+        // Paths that would cover the image's tapsets or collide with its /tmp.
+        s.includes = vec![
+            "/usr/share/systemtap/tapset".into(),
+            "/tmp".into(),
+            "/tmp/".into(),
+        ];
+        let body = container_body(&s, &tree(), WHO, "cli", None, "build-host");
+        assert_eq!(body.hostname.as_deref(), Some("build-host"));
+        let cmd = body.cmd.unwrap();
+        let pairs: Vec<_> = cmd
+            .windows(2)
+            .map(|w| (w[0].as_str(), w[1].as_str()))
+            .collect();
+        assert!(
+            pairs.contains(&("-I", "/run/host/usr/share/systemtap/tapset")),
+            "{cmd:?}"
+        );
+        assert!(pairs.contains(&("-I", "/run/host/tmp")), "{cmd:?}");
+        assert!(pairs.contains(&("-R", "/run/host/opt/runtime")), "{cmd:?}");
+        assert!(
+            pairs.contains(&("--ssl", "/run/host/etc/stap/ssl")),
+            "{cmd:?}"
+        );
         let hc = body.host_config.unwrap();
         assert_eq!(
             hc.binds.unwrap(),
             [
+                "/var/log/stap-server/log:/run/host/var/log/stap-server/log:rw",
+                "/etc/stap/ssl:/run/host/etc/stap/ssl:rw",
                 "/usr/lib/linux-kbuild-6.1/scripts:/usr/lib/linux-kbuild-6.1/scripts:ro",
                 "/usr/src/linux-headers-6.1.0-56-amd64:/usr/src/linux-headers-6.1.0-56-amd64:ro",
                 "/usr/src/linux-headers-6.1.0-56-common:/usr/src/linux-headers-6.1.0-56-common:ro",
-                "/opt/tapsets:/opt/tapsets:ro",
-                "/opt/runtime:/opt/runtime:ro",
-                "/var/log/stap-server/log:/var/log/stap-server/log:rw",
-                "/etc/stap/ssl:/etc/stap/ssl:rw",
-            ]
+                "/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64:/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64:ro",
+                "/lib/modules/6.1.0-56-amd64:/run/host/lib/modules/6.1.0-56-amd64:ro",
+                "/usr/share/systemtap/tapset:/run/host/usr/share/systemtap/tapset:ro",
+                "/tmp:/run/host/tmp:ro",
+                "/opt/runtime:/run/host/opt/runtime:ro",
+            ],
+            "one bind per target"
+        );
+        let env = body.env.unwrap();
+        for var in [
+            "STAP_SERVER_LOG=/run/host/var/log/stap-server/log",
+            "STAP_SERVER_SOURCE=/usr/src/linux-headers-6.1.0-56-common",
+            "STAP_SERVER_MODULES=/run/host/lib/modules/6.1.0-56-amd64",
+            "STAP_SERVER_REQUEST_LIMITS=cpu=60 as=4294967296 fsize=51200000 stack=1024000 nproc=0",
+        ] {
+            assert!(env.contains(&var.to_string()), "{var} in {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("DEBUGINFOD_URLS=")));
+        assert_eq!(
+            body.labels.unwrap()[labels::KERNEL_DEBUGINFO],
+            "[\"/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64\"]"
         );
         let m = &hc.mounts.unwrap()[0];
         assert_eq!(
@@ -381,7 +522,7 @@ mod tests {
 
     #[test]
     fn hardening_ports_user_and_labels() {
-        let body = container_body(&spec(), &tree(), WHO, "cli", None);
+        let body = container_body(&spec(), &tree(), WHO, "cli", None, "");
         assert_eq!(body.user.as_deref(), Some("999:995"));
         assert_eq!(body.image.as_deref(), Some("stap-server:latest"));
         let env = body.env.unwrap();
@@ -416,20 +557,38 @@ mod tests {
                 "-B",
                 "V=1",
                 "-I",
-                "/opt/tapsets",
+                "/run/host/opt/tapsets",
                 "-D",
                 "X=1",
                 "--max-threads",
-                "2"
+                "2",
+                "--max-request-size",
+                "1048576",
+                "--max-compressed-request",
+                "262144",
             ]
         );
+        assert!(body.hostname.is_none());
+    }
+
+    #[test]
+    fn debuginfod_reaches_the_server_with_its_cache_on_the_volume() {
+        let mut s = spec();
+        s.debuginfod_urls = Some("http://127.0.0.1:8002".into());
+        let env = container_body(&s, &tree(), WHO, "cli", None, "")
+            .env
+            .unwrap();
+        assert!(env.contains(&"DEBUGINFOD_URLS=http://127.0.0.1:8002".to_string()));
+        assert!(env.contains(&format!(
+            "DEBUGINFOD_CACHE_PATH={SYSTEMTAP_DIR}/debuginfod_client"
+        )));
     }
 
     #[test]
     fn unpinned_port_lets_the_engine_choose() {
         let mut s = spec();
         s.port = None;
-        let hc = container_body(&s, &tree(), WHO, "cli", None)
+        let hc = container_body(&s, &tree(), WHO, "cli", None, "")
             .host_config
             .unwrap();
         let binding = hc.port_bindings.unwrap()["5600/tcp"].clone().unwrap();
@@ -438,7 +597,8 @@ mod tests {
 
     #[test]
     fn cert_init_drops_root_before_generating() {
-        let body = cert_init_body("img", "vol", WHO, "default");
+        let body = cert_init_body("img", "vol", WHO, "default", "build-host");
+        assert_eq!(body.hostname.as_deref(), Some("build-host"));
         let script = &body.entrypoint.unwrap()[2];
         assert!(script.contains("chown 999:995"), "{script}");
         assert!(

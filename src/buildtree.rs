@@ -7,6 +7,10 @@
 //! includes `linux-headers-R-common/Makefile` by absolute path), `linux-headers-R-common`, and
 //! `linux-kbuild-V`, reached through relative symlinks such as `scripts`. All are found here by
 //! walking the tree, so other layouts work too.
+//!
+//! The translator reads more than the build tree: the `source` tree (tracepoint headers live in
+//! Debian's `-common` directory), the release's modules directory, and the kernel's debuginfo
+//! where the host has it. A server sees each of them as the host does.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -22,9 +26,69 @@ pub struct BuildTree {
     /// The tree itself, with symlinks resolved. The container presents it as
     /// `/lib/modules/<kernel_release>/build`.
     pub build: PathBuf,
+    /// The kernel source tree (`/lib/modules/R/source` on the host, or the directory the
+    /// tree's Makefile includes), presented as `/lib/modules/<kernel_release>/source`.
+    pub source: Option<PathBuf>,
+    /// The release's directory under the modules directory, when the release names one.
+    pub modules_dir: Option<PathBuf>,
     /// Host directories to mount read-only at the same path (the tree among them), none
     /// inside another.
     pub mounts: Vec<PathBuf>,
+    /// The kernel's debuginfo files and directories on the host, mounted read-only at their
+    /// own paths (where elfutils looks for them).
+    pub debuginfo: Vec<PathBuf>,
+}
+
+/// Directories of the image a host path must never be mounted over or inside: the image's
+/// own programs, libraries, tapsets and state. Build trees and debuginfo live elsewhere.
+pub const IMAGE_OWNED: [&str; 11] = [
+    "/bin",
+    "/sbin",
+    "/etc",
+    "/lib/modules",
+    "/run/host",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/share/systemtap",
+    "/usr/libexec",
+    "/usr/lib/systemtap",
+    "/var/lib/stap-server",
+];
+
+/// The container's own file systems: a host directory may be mounted inside them, not on them.
+const CONTAINER_MOUNTS: [&str; 3] = ["/tmp", "/run", "/var/lib/stap-server/.systemtap"];
+
+/// Whether a host path mounted at its own path would cover or shadow the image's files, and
+/// which of them.
+pub fn image_owned(path: &Path) -> Option<&'static str> {
+    if [Path::new("/"), Path::new("/usr"), Path::new("/usr/lib")].contains(&path) {
+        return Some("/");
+    }
+    IMAGE_OWNED
+        .into_iter()
+        .find(|owned| path.starts_with(owned) || Path::new(owned).starts_with(path))
+        .or_else(|| {
+            CONTAINER_MOUNTS
+                .into_iter()
+                .find(|m| Path::new(m).starts_with(path))
+        })
+}
+
+/// The host's debuginfo for `release`, where elfutils and the translator look for it, under
+/// `root` (`/` on a real host): the separate debuginfo of the kernel and its modules, and an
+/// uncompressed kernel image with its System.map.
+pub fn debuginfo(release: &str, root: &Path) -> Vec<PathBuf> {
+    [
+        format!("usr/lib/debug/lib/modules/{release}"),
+        format!("usr/lib/debug/boot/vmlinux-{release}"),
+        format!("usr/lib/debug/vmlinux-{release}"),
+        format!("boot/vmlinux-{release}"),
+        format!("boot/System.map-{release}"),
+    ]
+    .into_iter()
+    .map(|p| root.join(p))
+    .filter(|p| p.exists())
+    .collect()
 }
 
 /// Why a release cannot be served.
@@ -36,10 +100,24 @@ pub enum TreeError {
     Missing { release: String, path: PathBuf },
     #[error("{path} is not a kernel build tree: {why}")]
     NotATree { path: PathBuf, why: String },
+    #[error(
+        "the build tree of release {release} needs {path}, which would cover the image's own {owned}: move the tree elsewhere"
+    )]
+    Shadows {
+        release: String,
+        path: PathBuf,
+        owned: &'static str,
+    },
 }
 
-/// Resolves `release` against `modules` (normally `/lib/modules`).
+/// Resolves `release` against `modules` (normally `/lib/modules`), with its debuginfo from
+/// the host's root.
 pub fn resolve(release: &str, modules: &Path) -> Result<BuildTree, TreeError> {
+    resolve_in(release, modules, Path::new("/"))
+}
+
+/// `resolve`, with debuginfo looked for under `root`.
+pub fn resolve_in(release: &str, modules: &Path, root: &Path) -> Result<BuildTree, TreeError> {
     let (kernel_release, link) = if release.starts_with('/') {
         let path = PathBuf::from(release);
         let version_file = path.join("include/config/kernel.release");
@@ -78,22 +156,44 @@ pub fn resolve(release: &str, modules: &Path) -> Result<BuildTree, TreeError> {
         });
     }
 
+    let includes = makefile_includes(&build);
+    // The source tree: the release directory's `source` link (Debian's common headers), else
+    // the tree's own `source` link, else the directory its Makefile includes, else the tree.
+    let modules_dir = (!release.starts_with('/'))
+        .then(|| modules.join(release))
+        .filter(|d| d.is_dir());
+    let source = modules_dir
+        .as_ref()
+        .and_then(|d| fs::canonicalize(d.join("source")).ok())
+        .or_else(|| fs::canonicalize(build.join("source")).ok())
+        .or_else(|| includes.first().cloned())
+        .filter(|s| s.is_dir());
+
     let mut roots = vec![build.clone()];
-    // The release directory's `source` link names the common headers on Debian.
-    if !release.starts_with('/')
-        && let Ok(source) = fs::canonicalize(modules.join(release).join("source"))
-    {
-        roots.push(source);
-    }
-    roots.extend(makefile_includes(&build));
+    roots.extend(source.clone());
+    roots.extend(includes);
     let mounts = close_over_links(roots).map_err(|e| TreeError::NotATree {
         path: build.clone(),
         why: format!("cannot read it: {e}"),
     })?;
+    if let Some((path, owned)) = mounts
+        .iter()
+        .find_map(|m| image_owned(m).map(|owned| (m, owned)))
+    {
+        return Err(TreeError::Shadows {
+            release: release.to_string(),
+            path: path.clone(),
+            owned,
+        });
+    }
+    let debuginfo = debuginfo(&kernel_release, root);
     Ok(BuildTree {
         kernel_release,
         build,
+        source,
+        modules_dir: modules_dir.and_then(|d| fs::canonicalize(d).ok()),
         mounts,
+        debuginfo,
     })
 }
 
@@ -207,6 +307,11 @@ mod tests {
         assert_eq!(tree.kernel_release, "R");
         assert_eq!(tree.build, root.join("usr/src/linux-headers-R"));
         assert_eq!(
+            tree.source,
+            Some(root.join("usr/src/linux-headers-R-common"))
+        );
+        assert_eq!(tree.modules_dir, Some(root.join("modules/R")));
+        assert_eq!(
             tree.mounts,
             [
                 root.join("usr/lib/linux-kbuild-6.1/scripts"),
@@ -229,6 +334,60 @@ mod tests {
             3,
             "the Makefile include brings in common"
         );
+        assert_eq!(
+            tree.source,
+            Some(root.join("usr/src/linux-headers-R-common")),
+            "the included directory is the source view"
+        );
+        assert_eq!(tree.modules_dir, None);
+    }
+
+    #[test]
+    fn debuginfo_found_where_elfutils_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let modules = debian_like(&root);
+        assert_eq!(
+            resolve_in("R", &modules, &root).unwrap().debuginfo,
+            [] as [PathBuf; 0]
+        );
+        fs::create_dir_all(root.join("usr/lib/debug/boot")).unwrap();
+        fs::write(root.join("usr/lib/debug/boot/vmlinux-R"), "").unwrap();
+        fs::create_dir_all(root.join("usr/lib/debug/lib/modules/R/kernel")).unwrap();
+        fs::create_dir_all(root.join("boot")).unwrap();
+        fs::write(root.join("boot/System.map-R"), "").unwrap();
+        fs::write(root.join("boot/vmlinux-Q"), "").unwrap();
+        let tree = resolve_in("R", &modules, &root).unwrap();
+        assert_eq!(
+            tree.debuginfo,
+            [
+                root.join("usr/lib/debug/lib/modules/R"),
+                root.join("usr/lib/debug/boot/vmlinux-R"),
+                root.join("boot/System.map-R"),
+            ]
+        );
+    }
+
+    #[test]
+    fn trees_over_the_image_are_refused() {
+        assert_eq!(
+            image_owned(Path::new("/usr/share/systemtap/tapset")),
+            Some("/usr/share/systemtap")
+        );
+        assert_eq!(
+            image_owned(Path::new("/usr/share")),
+            Some("/usr/share/systemtap")
+        );
+        assert_eq!(image_owned(Path::new("/tmp")), Some("/tmp"));
+        assert_eq!(image_owned(Path::new("/tmp/trees/R")), None);
+        assert_eq!(
+            image_owned(Path::new("/var/lib")),
+            Some("/var/lib/stap-server")
+        );
+        assert_eq!(image_owned(Path::new("/usr")), Some("/"));
+        assert_eq!(image_owned(Path::new("/usr/src/linux-headers-R")), None);
+        assert_eq!(image_owned(Path::new("/usr/lib/linux-kbuild-6.1")), None);
+        assert_eq!(image_owned(Path::new("/srv/trees/arm64")), None);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub fn service(name: &str, body: &ContainerCreateBody) -> Value {
     put("container_name", json!(name));
     put("command", json!(body.cmd));
     put("user", json!(body.user));
+    put("hostname", json!(body.hostname));
     put("environment", json!(body.env));
     put("labels", json!(body.labels));
     put("volumes", json!(volumes(&host)));
@@ -148,7 +149,10 @@ mod tests {
         BuildTree {
             kernel_release: "6.1.0-9-amd64".into(),
             build: "/usr/src/linux-headers-6.1.0-9-amd64".into(),
+            source: None,
+            modules_dir: None,
             mounts: vec!["/usr/src/linux-headers-6.1.0-9-amd64".into()],
+            debuginfo: vec![],
         }
     }
 
@@ -157,7 +161,7 @@ mod tests {
         let who = Identity { uid: 999, gid: 995 };
         document(&[Service {
             name: container_name(&spec),
-            body: container_body(&spec, &tree(), who, "compose", None),
+            body: container_body(&spec, &tree(), who, "compose", None, "build-host"),
         }])
     }
 
@@ -172,6 +176,7 @@ mod tests {
             "stap-server-team-x86_64-6.1.0-9-amd64-alpha"
         );
         assert_eq!(s["user"], "999:995");
+        assert_eq!(s["hostname"], "build-host");
         assert_eq!(s["ports"], json!(["5701:5600"]));
         assert_eq!(s["read_only"], true);
         assert_eq!(s["cap_drop"], json!(["ALL"]));
@@ -192,7 +197,7 @@ mod tests {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert!(
-            volumes.contains(&"/srv/tapsets:/srv/tapsets:ro"),
+            volumes.contains(&"/srv/tapsets:/run/host/srv/tapsets:ro"),
             "{volumes:?}"
         );
         assert!(volumes.contains(

@@ -55,6 +55,8 @@ pub struct GlobalConfig {
     pub port_range: Option<(u16, u16)>,
     /// Resource limits applied to every server unless its own file says otherwise.
     pub limits: Limits,
+    /// debuginfod servers every server may fetch debuginfo from (`DEBUGINFOD_URLS`).
+    pub debuginfod_urls: Option<String>,
 }
 
 /// Where the classic service keeps its global configuration.
@@ -73,6 +75,7 @@ impl Default for GlobalConfig {
             tenant: None,
             port_range: None,
             limits: Limits::default(),
+            debuginfod_urls: None,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct ServerConfig {
     /// The compile-server image for this server (its toolchain must match the kernel's).
     pub image: Option<String>,
     pub limits: Limits,
+    /// debuginfod servers for this server (`DEBUGINFOD_URLS`), over the global setting.
+    pub debuginfod_urls: Option<String>,
 }
 
 /// Reads a global configuration file over `base`. Values left empty keep the earlier setting,
@@ -127,10 +132,8 @@ pub fn parse_global(
                 | "AVAHI_SERVICES_PATH"
                 | "TENANT"
                 | "PORT_RANGE"
-                | "MEMORY"
-                | "CPUS"
-                | "PIDS"
-                | "TMPSIZE" => a.scalar(),
+                | "DEBUGINFOD_URLS" => a.scalar(),
+                var if crate::limits::is_limit(var) => a.scalar(),
                 _ => Err(unknown(a.var)),
             };
         }
@@ -146,6 +149,9 @@ pub fn parse_global(
             "IMAGE" => cfg.image = Some(a.scalar().and_then(|_| image_ref(v))?),
             "TENANT" => cfg.tenant = Some(a.scalar().and_then(|_| tenant(v))?),
             "PORT_RANGE" => cfg.port_range = Some(a.scalar().and_then(|_| port_range(v))?),
+            "DEBUGINFOD_URLS" => {
+                cfg.debuginfod_urls = Some(a.scalar().and_then(|_| debuginfod_urls(v))?)
+            }
             var => {
                 if !cfg.limits.set(var, v).map_err(|e| a.bad(&e))? {
                     return Err(unknown(var));
@@ -187,6 +193,9 @@ pub fn parse_server(input: impl Read, file: &Path) -> Result<ServerConfig, Vec<C
                 cfg.max_compressed_request = a.scalar().and_then(|_| optional(v, bytes))?
             }
             "IMAGE" => cfg.image = a.scalar().and_then(|_| optional(v, image_ref))?,
+            "DEBUGINFOD_URLS" => {
+                cfg.debuginfod_urls = a.scalar().and_then(|_| optional(v, debuginfod_urls))?
+            }
             var => {
                 if !cfg.limits.set(var, v).map_err(|e| a.bad(&e))? {
                     return Err(unknown(var));
@@ -429,6 +438,23 @@ pub fn image_ref(v: &str) -> Result<String, String> {
     }
 }
 
+/// `DEBUGINFOD_URLS`: space-separated http, https or file URLs, as elfutils reads them.
+pub fn debuginfod_urls(v: &str) -> Result<String, String> {
+    let bad = v.split_whitespace().find(|u| {
+        !["http://", "https://", "file://"]
+            .iter()
+            .any(|scheme| u.starts_with(scheme) && u.len() > scheme.len())
+            || u.contains(['"', '\'', '\\', '$', '`'])
+    });
+    match bad {
+        None if !v.trim().is_empty() => Ok(v.split_whitespace().collect::<Vec<_>>().join(" ")),
+        None => Err(format!("\"{v}\" names no debuginfod URL")),
+        Some(u) => Err(format!(
+            "\"{u}\" is not a debuginfod URL (http://, https:// or file://)"
+        )),
+    }
+}
+
 /// Tenants name containers, volumes and networks: lower-case letters, digits, `_`, `-`.
 pub fn tenant(v: &str) -> Result<String, String> {
     let ok = !v.is_empty()
@@ -596,6 +622,46 @@ mod tests {
                 (
                     4,
                     "PORT_RANGE: port range \"9-1\" is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535"
+                        .to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn request_limits_and_debuginfod() {
+        let cfg = global(
+            "RLIMIT_CPU=120\nRLIMIT_AS=2g\nDEBUGINFOD_URLS=https://debuginfod.example  file:///srv/d\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.limits.request.cpu, Some(120));
+        assert_eq!(cfg.limits.request.address_space, Some(2 << 30));
+        assert_eq!(
+            cfg.debuginfod_urls.as_deref(),
+            Some("https://debuginfod.example file:///srv/d")
+        );
+        let cfg = server("RLIMIT_FSIZE=0\nRLIMIT_STACK=8m\nDEBUGINFOD_URLS=\n").unwrap();
+        assert_eq!(cfg.limits.request.file_size, Some(0));
+        assert_eq!(cfg.limits.request.stack, Some(8 << 20));
+        assert_eq!(cfg.debuginfod_urls, None);
+        let errors =
+            server("RLIMIT_CPU=soon\nDEBUGINFOD_URLS=ftp://x\nRLIMIT_NPROC=2\n").unwrap_err();
+        assert_eq!(
+            lines(errors),
+            [
+                (
+                    1,
+                    "bad value for RLIMIT_CPU: \"soon\" is not a whole number of seconds, or 0 (no limit)"
+                        .to_string()
+                ),
+                (
+                    2,
+                    "DEBUGINFOD_URLS: \"ftp://x\" is not a debuginfod URL (http://, https:// or file://)"
+                        .to_string()
+                ),
+                (
+                    3,
+                    "bad value for RLIMIT_NPROC: \"2\" is not a number of processes of 16 or more, or 0 (no limit)"
                         .to_string()
                 ),
             ]

@@ -19,6 +19,7 @@ use crate::spec::DEFAULT_IMAGE;
 
 const DOCKERFILE: &str = include_str!("../images/Dockerfile");
 const ENTRYPOINT: &str = include_str!("../images/entrypoint");
+const TRANSLATOR: &str = include_str!("../images/translator");
 
 /// The offline base: Debian trixie with the packages, imported from mmdebstrap's tar.
 pub const ROOTFS_IMAGE: &str = "stap-server-rootfs:trixie";
@@ -33,7 +34,7 @@ pub const RECIPE_LABEL: &str = "io.stap-server.recipe";
 
 /// The digest of the embedded recipe.
 pub fn recipe() -> String {
-    crate::body::digest(&format!("{DOCKERFILE}\0{ENTRYPOINT}"))
+    crate::body::digest(&format!("{DOCKERFILE}\0{ENTRYPOINT}\0{TRANSLATOR}"))
 }
 const SUITE: &str = "trixie";
 
@@ -129,12 +130,14 @@ async fn build_dockerfile(engine: &Engine, image: &str, base: &str, version: &st
     Ok(())
 }
 
-/// The build context: the Dockerfile and the entry point, as a tar made in memory.
+/// The build context: the Dockerfile, the entry point and the translator wrapper, as a tar
+/// made in memory.
 pub fn build_context() -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for (name, text, mode) in [
         ("Dockerfile", DOCKERFILE, 0o644),
         ("entrypoint", ENTRYPOINT, 0o755),
+        ("translator", TRANSLATOR, 0o755),
     ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(text.len() as u64);
@@ -451,7 +454,8 @@ mod tests {
             entries,
             [
                 ("Dockerfile".to_string(), 0o644),
-                ("entrypoint".to_string(), 0o755)
+                ("entrypoint".to_string(), 0o755),
+                ("translator".to_string(), 0o755),
             ]
         );
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::limits::Resolved;
+use crate::limits::{REQUEST_DEFAULT, Resolved, ResolvedRequest};
 use crate::spec::ServerSpec;
 
 /// The prefix of every label of ours.
@@ -22,6 +22,8 @@ pub const TENANT: &str = "io.stap-server.tenant";
 pub const KERNEL_RELEASE: &str = "io.stap-server.kernel-release";
 /// The certificate volume a server uses (shared by one tenant's servers of one user).
 pub const CERT_VOLUME: &str = "io.stap-server.cert-volume";
+/// The kernel debuginfo the server sees (a JSON list of host paths; empty: none).
+pub const KERNEL_DEBUGINFO: &str = "io.stap-server.kernel-debuginfo";
 
 /// Label filters that select a tenant's servers (for list calls and events).
 pub fn tenant_filter(tenant: &str) -> HashMap<String, Vec<String>> {
@@ -55,6 +57,7 @@ pub fn to_labels(spec: &ServerSpec, kernel_release: &str) -> HashMap<String, Str
     put("nano-cpus", spec.limits.nano_cpus.to_string());
     put("pids", spec.limits.pids.to_string());
     put("tmpsize", spec.limits.tmp_size.to_string());
+    put("request-limits", spec.limits.request.encode());
     if let Some(v) = &spec.nickname {
         put("nickname", v.clone());
     }
@@ -75,6 +78,9 @@ pub fn to_labels(spec: &ServerSpec, kernel_release: &str) -> HashMap<String, Str
     }
     if let Some(v) = spec.max_compressed_request {
         put("max-compressed-request", v.to_string());
+    }
+    if let Some(v) = &spec.debuginfod_urls {
+        put("debuginfod-urls", v.clone());
     }
     l
 }
@@ -101,6 +107,11 @@ pub fn from_labels(l: &HashMap<String, String>) -> Option<ServerSpec> {
         nano_cpus: get("nano-cpus")?.parse().ok()?,
         pids: get("pids")?.parse().ok()?,
         tmp_size: get("tmpsize")?.parse().ok()?,
+        // Servers made before request limits existed read as having the defaults.
+        request: match get("request-limits") {
+            None => REQUEST_DEFAULT,
+            Some(v) => ResolvedRequest::decode(&v)?,
+        },
     };
     Some(ServerSpec {
         tenant: l.get(TENANT)?.clone(),
@@ -121,6 +132,7 @@ pub fn from_labels(l: &HashMap<String, String>) -> Option<ServerSpec> {
         keep: get("keep").as_deref() == Some("true"),
         image: get("image")?,
         limits,
+        debuginfod_urls: get("debuginfod-urls"),
     })
 }
 
@@ -130,6 +142,12 @@ fn num<T: std::str::FromStr>(l: &HashMap<String, String>, name: &str) -> Option<
         None => Some(None),
         Some(v) => v.parse().ok().map(Some),
     }
+}
+
+/// Paths as the JSON list of a label.
+pub fn json_paths(paths: &[std::path::PathBuf]) -> String {
+    let items: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    json(&items)
 }
 
 fn json(items: &[String]) -> String {
@@ -161,6 +179,7 @@ mod tests {
             keep: true,
             image: "stap-server:latest".into(),
             limits: DEFAULT,
+            debuginfod_urls: Some("https://debuginfod.example file:///srv".into()),
         }
     }
 
@@ -186,6 +205,7 @@ mod tests {
             max_request_size: None,
             max_compressed_request: None,
             keep: false,
+            debuginfod_urls: None,
             ..full()
         };
         let labels = with_owner(&minimal);

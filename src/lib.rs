@@ -5,7 +5,8 @@
 //! - [`cli`]: the classic grammar (clap), options kept in the order given.
 //! - [`config`]: the global and server configuration files; a parser over `impl Read` with
 //!   file:line errors.
-//! - [`limits`]: resource limits of server containers and their safe defaults.
+//! - [`limits`]: resource limits of server containers and of their requests, with safe
+//!   defaults.
 //! - [`spec`]: `ServerSpec` and its resolution from options, configuration and running servers.
 //! - [`buildtree`]: a release or a path → the build tree and the host directories it needs.
 //! - [`plan`]: the classic action semantics as pure functions.

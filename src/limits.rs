@@ -1,5 +1,5 @@
-//! Resource limits of a server container: the values the configuration may set and the safe
-//! defaults every server gets.
+//! Resource limits of a server container and of each compile request it serves: the values
+//! the configuration may set and the safe defaults every server gets.
 
 /// Limits as configured; `None` means "the default" (or the global setting).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -12,6 +12,149 @@ pub struct Limits {
     pub pids: Option<i64>,
     /// Size of the temporary directory's tmpfs, in bytes (`TMPSIZE`, `--tmpsize`).
     pub tmp_size: Option<u64>,
+    /// Limits of each compile request (`RLIMIT_*`).
+    pub request: Request,
+}
+
+/// Limits of each compile request, as the classic service set them for its user in
+/// `~stap-server/.systemtap/rc`: CPU seconds (`RLIMIT_CPU`), address space (`RLIMIT_AS`),
+/// largest file (`RLIMIT_FSIZE`), stack (`RLIMIT_STACK`) and processes of the server's user
+/// (`RLIMIT_NPROC`). `None` means "the default"; a resolved 0 means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Request {
+    pub cpu: Option<u64>,
+    pub address_space: Option<u64>,
+    pub file_size: Option<u64>,
+    pub stack: Option<u64>,
+    pub processes: Option<u64>,
+}
+
+/// Request limits with every value decided; 0 is "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedRequest {
+    pub cpu: u64,
+    pub address_space: u64,
+    pub file_size: u64,
+    pub stack: u64,
+    pub processes: u64,
+}
+
+/// The classic service's request limits (systemtap's own packaging writes them to the
+/// server user's rc file), but for processes: the container's pids limit already bounds
+/// them, and RLIMIT_NPROC would count the server's own threads too.
+pub const REQUEST_DEFAULT: ResolvedRequest = ResolvedRequest {
+    cpu: 60,
+    address_space: 4 << 30,
+    file_size: 51_200_000,
+    stack: 1_024_000,
+    processes: 0,
+};
+
+impl ResolvedRequest {
+    const KEYS: [&str; 5] = ["cpu", "as", "fsize", "stack", "nproc"];
+
+    fn values(self) -> [u64; 5] {
+        [
+            self.cpu,
+            self.address_space,
+            self.file_size,
+            self.stack,
+            self.processes,
+        ]
+    }
+
+    /// `cpu=60 as=4294967296 ...`: the form of the server's environment and label.
+    pub fn encode(self) -> String {
+        Self::KEYS
+            .iter()
+            .zip(self.values())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Reads back what `encode` wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<ResolvedRequest> {
+        let mut values = [None; 5];
+        for word in text.split_whitespace() {
+            let (k, v) = word.split_once('=')?;
+            let i = Self::KEYS.iter().position(|key| *key == k)?;
+            values[i] = Some(v.parse().ok()?);
+        }
+        Some(ResolvedRequest {
+            cpu: values[0]?,
+            address_space: values[1]?,
+            file_size: values[2]?,
+            stack: values[3]?,
+            processes: values[4]?,
+        })
+    }
+}
+
+impl Request {
+    fn over(self, under: Request) -> Request {
+        Request {
+            cpu: self.cpu.or(under.cpu),
+            address_space: self.address_space.or(under.address_space),
+            file_size: self.file_size.or(under.file_size),
+            stack: self.stack.or(under.stack),
+            processes: self.processes.or(under.processes),
+        }
+    }
+
+    fn resolve(self) -> ResolvedRequest {
+        let d = REQUEST_DEFAULT;
+        ResolvedRequest {
+            cpu: self.cpu.unwrap_or(d.cpu),
+            address_space: self.address_space.unwrap_or(d.address_space),
+            file_size: self.file_size.unwrap_or(d.file_size),
+            stack: self.stack.unwrap_or(d.stack),
+            processes: self.processes.unwrap_or(d.processes),
+        }
+    }
+
+    /// Every value set, from resolved limits.
+    pub fn all(r: ResolvedRequest) -> Request {
+        Request {
+            cpu: Some(r.cpu),
+            address_space: Some(r.address_space),
+            file_size: Some(r.file_size),
+            stack: Some(r.stack),
+            processes: Some(r.processes),
+        }
+    }
+
+    /// Sets the limit a `RLIMIT_*` variable names; `Ok(false)` for any other variable.
+    fn set(&mut self, var: &str, value: &str) -> Result<bool, String> {
+        let slot = match var {
+            "RLIMIT_CPU" => &mut self.cpu,
+            "RLIMIT_AS" => &mut self.address_space,
+            "RLIMIT_FSIZE" => &mut self.file_size,
+            "RLIMIT_STACK" => &mut self.stack,
+            "RLIMIT_NPROC" => &mut self.processes,
+            _ => return Ok(false),
+        };
+        *slot = match (var, value) {
+            (_, "") => None,
+            (_, "0" | "unlimited") => Some(0),
+            ("RLIMIT_CPU", v) => Some(seconds(v)?),
+            ("RLIMIT_NPROC", v) => {
+                Some(v.parse::<u64>().ok().filter(|n| *n >= 16).ok_or_else(|| {
+                    format!("\"{v}\" is not a number of processes of 16 or more, or 0 (no limit)")
+                })?)
+            }
+            (_, v) => Some(size(v)? as u64),
+        };
+        Ok(true)
+    }
+}
+
+/// Seconds of CPU time: a whole number, 1 or more.
+pub fn seconds(v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("\"{v}\" is not a whole number of seconds, or 0 (no limit)"))
 }
 
 /// The limits a server gets when nothing else is configured: enough for a kernel module build,
@@ -21,6 +164,7 @@ pub const DEFAULT: Resolved = Resolved {
     nano_cpus: 1_000_000_000,
     pids: 256,
     tmp_size: 256 << 20,
+    request: REQUEST_DEFAULT,
 };
 
 /// The largest file a server may write, in bytes (the `fsize` ulimit).
@@ -33,9 +177,20 @@ pub struct Resolved {
     pub nano_cpus: i64,
     pub pids: i64,
     pub tmp_size: u64,
+    pub request: ResolvedRequest,
 }
 
-const VARIABLES: [&str; 4] = ["MEMORY", "CPUS", "PIDS", "TMPSIZE"];
+const VARIABLES: [&str; 9] = [
+    "MEMORY",
+    "CPUS",
+    "PIDS",
+    "TMPSIZE",
+    "RLIMIT_CPU",
+    "RLIMIT_AS",
+    "RLIMIT_FSIZE",
+    "RLIMIT_STACK",
+    "RLIMIT_NPROC",
+];
 
 /// Whether `var` is one of the limit variables.
 pub fn is_limit(var: &str) -> bool {
@@ -46,6 +201,9 @@ impl Limits {
     /// Sets the limit named by a configuration variable. Returns `Ok(false)` when `var` is not a
     /// limit variable; an empty value resets to the default.
     pub fn set(&mut self, var: &str, value: &str) -> Result<bool, String> {
+        if self.request.set(var, value)? {
+            return Ok(true);
+        }
         let slot = match var {
             "MEMORY" => &mut self.memory,
             "CPUS" => &mut self.nano_cpus,
@@ -79,6 +237,7 @@ impl Limits {
             nano_cpus: self.nano_cpus.or(under.nano_cpus),
             pids: self.pids.or(under.pids),
             tmp_size: self.tmp_size.or(under.tmp_size),
+            request: self.request.over(under.request),
         }
     }
 
@@ -88,6 +247,7 @@ impl Limits {
             nano_cpus: self.nano_cpus.unwrap_or(DEFAULT.nano_cpus),
             pids: self.pids.unwrap_or(DEFAULT.pids),
             tmp_size: self.tmp_size.unwrap_or(DEFAULT.tmp_size),
+            request: self.request.resolve(),
         }
     }
 }
@@ -188,5 +348,40 @@ mod tests {
         assert_eq!(resolved.memory, 2 << 30);
         assert_eq!(resolved.nano_cpus, DEFAULT.nano_cpus);
         assert_eq!(resolved.tmp_size, DEFAULT.tmp_size);
+        assert_eq!(resolved.request, REQUEST_DEFAULT);
+    }
+
+    #[test]
+    fn request_limits() {
+        let mut server = Limits::default();
+        assert_eq!(server.set("RLIMIT_CPU", "20"), Ok(true));
+        assert_eq!(server.set("RLIMIT_AS", "2g"), Ok(true));
+        assert_eq!(server.set("RLIMIT_NPROC", "0"), Ok(true));
+        assert!(server.set("RLIMIT_CPU", "1.5").is_err());
+        assert!(server.set("RLIMIT_NPROC", "3").is_err());
+        assert!(server.set("RLIMIT_FSIZE", "big").is_err());
+        let global = Limits {
+            request: Request {
+                cpu: Some(90),
+                stack: Some(0),
+                ..Request::default()
+            },
+            ..Limits::default()
+        };
+        let r = server.over(global).resolve().request;
+        assert_eq!(r.cpu, 20);
+        assert_eq!(r.address_space, 2 << 30);
+        assert_eq!(r.stack, 0);
+        assert_eq!(r.file_size, REQUEST_DEFAULT.file_size);
+        assert_eq!(ResolvedRequest::decode(&r.encode()), Some(r));
+        assert_eq!(
+            REQUEST_DEFAULT.encode(),
+            "cpu=60 as=4294967296 fsize=51200000 stack=1024000 nproc=0"
+        );
+        assert_eq!(ResolvedRequest::decode("cpu=60"), None);
+        assert_eq!(
+            ResolvedRequest::decode("cpu=x as=1 fsize=1 stack=1 nproc=1"),
+            None
+        );
     }
 }

@@ -48,6 +48,8 @@ pub struct ServerSpec {
     pub keep: bool,
     pub image: String,
     pub limits: ResolvedLimits,
+    /// debuginfod servers the translator may fetch debuginfo from.
+    pub debuginfod_urls: Option<String>,
 }
 
 impl ServerSpec {
@@ -74,7 +76,9 @@ impl ServerSpec {
                 nano_cpus: Some(self.limits.nano_cpus),
                 pids: Some(self.limits.pids),
                 tmp_size: Some(self.limits.tmp_size),
+                request: crate::limits::Request::all(self.limits.request),
             },
+            debuginfod_urls: self.debuginfod_urls.clone(),
         }
     }
 
@@ -109,6 +113,7 @@ impl ServerSpec {
             keep: false,
             image: DEFAULT_IMAGE.into(),
             limits: crate::limits::DEFAULT,
+            debuginfod_urls: None,
         }
     }
 
@@ -431,6 +436,10 @@ fn expand(
                     .over(cfg.limits)
                     .over(global.limits)
                     .resolve(),
+                debuginfod_urls: cfg
+                    .debuginfod_urls
+                    .clone()
+                    .or_else(|| global.debuginfod_urls.clone()),
             }
         })
         .collect()

@@ -51,20 +51,24 @@ impl Case {
     }
 }
 
-/// The first line of the `-c` file the cases add to.
-const FIRST_EXTRA_LINE: usize = 6;
-
 fn cases(env: &Env, release: &str, busy: u16) -> Vec<Case> {
     let r = release;
     let busy = busy.to_string();
     let g = env.config.display().to_string();
-    let at = |n: usize| format!("{g}:{}:", FIRST_EXTRA_LINE + n - 1);
+    let at = |n: usize| format!("{g}:{}:", common::first_extra_line() + n - 1);
     let confd = env.path("conf.d").display().to_string();
     let conf = |file: &str, line: usize| format!("{confd}/{file}:{line}:");
     let bad_global = env.path("bad-global");
     std::fs::write(&bad_global, "TENANT=x\nSTAT_PATH=relative/stat\n").unwrap();
     let bad_global = bad_global.display().to_string();
     let dir = env.path("conf.d").display().to_string();
+    // A build tree whose link reaches the image's own systemtap files.
+    let over = env.path("tree-over-image");
+    std::fs::create_dir_all(over.join("include/config")).unwrap();
+    std::fs::write(over.join("include/config/kernel.release"), "6.1.0-over\n").unwrap();
+    std::fs::write(over.join("Makefile"), "# tree\n").unwrap();
+    let _ = std::os::unix::fs::symlink("/usr/share/systemtap/runtime", over.join("runtime"));
+    let over = over.display().to_string();
 
     vec![
         // The command line: usage errors (2), before anything is looked up.
@@ -225,6 +229,14 @@ fn cases(env: &Env, release: &str, busy: u16) -> Vec<Case> {
             &["start", "-r", "/etc"],
             1,
             &["/etc is not a kernel build tree"],
+        ),
+        case(
+            "build tree over the image's files",
+            &["start", "-r", &over],
+            1,
+            &[
+                "needs /usr/share/systemtap/runtime, which would cover the image's own /usr/share/systemtap",
+            ],
         ),
         case(
             "port in use",

@@ -92,6 +92,8 @@ fn the_shipped_compose_file_serves_the_stock_client() {
             "AVAHI_SERVICES_PATH",
             env.path("avahi").display().to_string(),
         ),
+        ("STAP_IMAGE", common::image()),
+        ("STAP_HOSTNAME", common::host_name()),
     ];
     let project = env.tenant.clone();
     let up = compose(&project, &file, &["up", "-d"], &vars);
@@ -110,6 +112,26 @@ fn the_shipped_compose_file_serves_the_stock_client() {
     assert_eq!(name.len(), 1, "{name:?}");
     wait_listening(&name[0]);
     compile(&env.path("client"), port, &release);
+    // The server sees the kernel as the host does: the source tree, where tracepoints are
+    // defined (compiled through it in the conformance test), and the kernel's debuginfo.
+    let events = format!("/lib/modules/{release}/source/include/trace/events/sched.h");
+    let seen = common::docker(&["exec", &name[0], "test", "-f", &events]);
+    assert!(
+        seen.status.success(),
+        "{events} in the container: {}",
+        text(&seen)
+    );
+    let listed = common::stap(
+        &env.path("client"),
+        port,
+        &["-r", &release, "-L", "kernel.function(\"vfs_read\")"],
+    );
+    let out = text(&listed);
+    assert!(
+        listed.status.success() && out.contains("$count:size_t"),
+        "-L kernel.function: {out}"
+    );
+    assert!(!out.contains("does not match the DNS name"), "{out}");
 
     // The announce service advertises it from the host's avahi directory.
     let record = poll(|| {

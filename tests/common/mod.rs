@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod view;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +62,24 @@ pub fn headers_release() -> String {
         .expect("missing prerequisite: a kernel build tree under /lib/modules (apt-get install linux-headers-amd64)")
 }
 
+/// The image the tests' servers use instead of the default one (`STAP_TEST_IMAGE`), for
+/// trying an image recipe without replacing the host's default image.
+pub fn test_image() -> Option<String> {
+    std::env::var("STAP_TEST_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
+}
+
+/// The image the tests' servers use.
+pub fn image() -> String {
+    test_image().unwrap_or_else(|| "stap-server:latest".into())
+}
+
+/// The line of the global file where [`Env::write_global`]'s `extra` lines begin.
+pub fn first_extra_line() -> usize {
+    6 + usize::from(test_image().is_some())
+}
+
 impl Env {
     pub fn new(name: &str) -> Env {
         require_engine();
@@ -82,14 +102,18 @@ impl Env {
         self.dir.path().join(rel)
     }
 
-    /// Writes the global file: the tenant and temporary paths, then `extra` lines.
+    /// Writes the global file: the tenant and temporary paths, the image `STAP_TEST_IMAGE`
+    /// names if set, then `extra` lines (from line [`first_extra_line`] on).
     pub fn write_global(&self, extra: &str) {
         let d = self.dir.path().display();
+        let image = test_image()
+            .map(|i| format!("IMAGE={i}\n"))
+            .unwrap_or_default();
         std::fs::write(
             &self.config,
             format!(
                 "TENANT={}\nCONFIG_PATH={d}/conf.d\nSTAT_PATH={d}/stat\nLOG_FILE={d}/log/log\n\
-                 AVAHI_SERVICES_PATH={d}/avahi\n{extra}",
+                 AVAHI_SERVICES_PATH={d}/avahi\n{image}{extra}",
                 self.tenant
             ),
         )
@@ -611,4 +635,21 @@ impl HoldingProxy {
     pub fn held(&self) -> bool {
         self.held.load(Ordering::SeqCst)
     }
+}
+
+/// This host's name, which server certificates name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("/proc/sys/kernel/hostname")
+        .trim()
+        .to_string()
+}
+
+/// The kernel debuginfo the DWARF tests need, as scripts/test-prerequisites.sh installs it.
+pub fn require_debuginfo(release: &str) {
+    let vmlinux = format!("/usr/lib/debug/boot/vmlinux-{release}");
+    assert!(
+        Path::new(&vmlinux).is_file(),
+        "missing prerequisite: {vmlinux}, the kernel's debuginfo (scripts/test-prerequisites.sh extracts it from linux-image-{release}-dbg)"
+    );
 }

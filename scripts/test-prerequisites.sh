@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# What the tests need beyond scripts/prerequisites.sh, kept in a cache on this machine
+# (STAP_TEST_CACHE, default /var/cache/stap-server-tests) so a second run fetches nothing:
+#  - the vmlinux debuginfo of every installed kernel headers' release, from its
+#    linux-image-RELEASE-dbg package (858 MB; only vmlinux is extracted, to /usr/lib/debug),
+#    so that DWARF probes (kernel.function with $variables) are really compiled;
+#  - systemtap's example scripts (systemtap-doc) of the image's systemtap version, from the
+#    same suite the image is built from (trixie), for the conformance test.
+# Downloads are verified by apt as usual; they run as root into the cache, which apt warns of.
+set -euo pipefail
+cache=${STAP_TEST_CACHE:-/var/cache/stap-server-tests}
+mkdir -p "$cache/debs"
+
+# apt with the host's sources rewritten to trixie (as the image's are), in a state of its own.
+trixie_apt() {
+  local state=$cache/apt-trixie
+  if [ ! -f "$state/sources.list.d/trixie.sources" ]; then
+    mkdir -p "$state/lists/partial" "$state/sources.list.d"
+    local src
+    for src in /etc/apt/sources.list.d/*.sources; do
+      [ -f "$src" ] && sed -E '/^Suites:/ s/bookworm/trixie/g' "$src"
+    done > "$state/sources.list.d/trixie.sources"
+    if [ -f /etc/apt/sources.list ]; then
+      sed -E 's/bookworm/trixie/g' /etc/apt/sources.list > "$state/sources.list"
+    else
+      : > "$state/sources.list"
+    fi
+  fi
+  apt-get -q -o Dir::Etc::SourceList="$state/sources.list" \
+    -o Dir::Etc::SourceParts="$state/sources.list.d" -o Dir::State::Lists="$state/lists" \
+    -o Acquire::Check-Valid-Until=false "$@"
+}
+
+for build in /lib/modules/*/build; do
+  release=$(basename "$(dirname "$build")")
+  [ -s "/usr/lib/debug/boot/vmlinux-$release" ] && continue
+  deb=$(ls "$cache/debs/linux-image-$release-dbg_"*.deb 2>/dev/null | head -1 || true)
+  if [ -z "$deb" ]; then
+    echo "stap-server tests: fetching the kernel debuginfo of $release (about 860 MB, once)" >&2
+    apt-get update -q >/dev/null
+    (cd "$cache/debs" && apt-get download -q "linux-image-$release-dbg")
+    deb=$(ls "$cache/debs/linux-image-$release-dbg_"*.deb | head -1)
+  fi
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C / --wildcards \
+    "./usr/lib/debug/boot/vmlinux-$release" "./usr/lib/debug/lib/modules/$release/vmlinux" \
+    "./usr/lib/debug/vmlinux-$release" 2>/dev/null || true
+  [ -s "/usr/lib/debug/boot/vmlinux-$release" ] || {
+    echo "stap-server tests: $deb holds no vmlinux for $release" >&2
+    exit 1
+  }
+done
+
+examples=$cache/examples
+if [ ! -f "$examples/.version" ]; then
+  echo "stap-server tests: fetching systemtap's example scripts (systemtap-doc, trixie)" >&2
+  trixie_apt update -q >/dev/null
+  rm -rf "$cache/doc" && mkdir -p "$cache/doc"
+  (cd "$cache/doc" && trixie_apt download -q systemtap-doc)
+  dpkg-deb -x "$cache/doc"/systemtap-doc_*.deb "$cache/doc/root"
+  rm -rf "$examples"
+  # Where the package keeps them: usr/share/systemtap/examples (older: under doc/).
+  found=$(dirname "$(find "$cache/doc/root" -name '*.meta' | sort | head -1)")
+  found=${found%/*}
+  [ -d "$found" ] || { echo "stap-server tests: systemtap-doc holds no examples" >&2; exit 1; }
+  cp -a "$found" "$examples"
+  # Debian compresses the larger ones.
+  find "$examples" -name '*.gz' -exec gunzip -f {} +
+  basename "$cache/doc"/systemtap-doc_*.deb | cut -d_ -f2 > "$examples/.version"
+  rm -rf "$cache/doc"
+fi

@@ -1,0 +1,444 @@
+//! The conformance suite: systemtap's own example scripts (the `systemtap-doc` of the image's
+//! systemtap version, which scripts/test-prerequisites.sh fetches), each compiled as its
+//! `.meta` file's `test_check:` line says, twice:
+//!  - reference: the image's own stap as a local translator, in a container that sees the
+//!    host's kernel trees and debuginfo whole (`/lib/modules`, `/usr/src`,
+//!    `/usr/lib/linux-kbuild-*`, `/usr/lib/debug`), with a server's default CPU and memory;
+//!  - candidate: the stock client on the host through a server `stap-server start` made,
+//!    with host paths over the image's own files in its options (`common::view`), whose view
+//!    of the kernel is checked first.
+//!
+//! Every example that compiles in the reference must compile through the server. The test
+//! prints a table, the counts and the compile times of both. `STAP_CONFORMANCE=all` tries
+//! every example with a test_check line (scripts/conformance.sh); the default set covers
+//! each category in CI time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use common::{Env, docker, headers_release, require, require_debuginfo, text, view};
+
+/// The default set: timers, tracepoints, DWARF probes (kernel.function and statements, with
+/// $variables), syscalls, networking, block I/O, memory, processes, profiling, guru mode, a
+/// script with its own tapset directory.
+const DEFAULT_SET: &[&str] = &[
+    "general/helloworld",
+    "general/ansi_colors",
+    "general/graphs",
+    "general/regex",
+    "general/stopwatches",
+    "general/sizeof",
+    "general/para-callgraph",
+    "general/whythefail",
+    "general/watchdog",
+    "interrupt/scf",
+    "interrupt/interrupts-by-dev",
+    "io/disktop",
+    "io/iotop",
+    "io/iostats",
+    "io/ioblktime",
+    "io/switchfile",
+    "io/traceio",
+    "memory/cachestat",
+    "memory/overcommit",
+    "memory/mmanonpage",
+    "memory/mmreclaim",
+    "memory/pfaults",
+    "memory/vm.tracepoints",
+    "network/nettop",
+    "network/dropwatch",
+    "network/tcp_connections",
+    "network/tcp_retransmission",
+    "network/tcp_trace",
+    "network/tcpipstat",
+    "network/socket-trace",
+    "network/connect_stat",
+    "process/errsnoop",
+    "process/forktracker",
+    "process/schedtimes",
+    "process/sigkill",
+    "process/sigmon",
+    "process/sleepingBeauties",
+    "process/strace",
+    "process/syscalls_by_proc",
+    "process/wait4time",
+    "profiling/latencytap",
+    "profiling/sched_switch",
+    "profiling/pf2",
+    "profiling/thread-times",
+    "profiling/timeout",
+    "profiling/linetimes",
+    "profiling/topsys",
+    "lwtools/execsnoop-nd",
+    "lwtools/opensnoop-nd",
+    "stapgames/block",
+    "security-band-aids/cve-2016-5195",
+];
+
+/// Where scripts/test-prerequisites.sh keeps the examples.
+fn examples_dir() -> PathBuf {
+    let cache =
+        std::env::var("STAP_TEST_CACHE").unwrap_or_else(|_| "/var/cache/stap-server-tests".into());
+    let dir = Path::new(&cache).join("examples");
+    assert!(
+        dir.join(".version").is_file(),
+        "missing prerequisite: systemtap's example scripts in {} (scripts/test-prerequisites.sh)",
+        dir.display()
+    );
+    dir
+}
+
+/// One example: its directory under the examples, and its test_check command's arguments
+/// after `stap`.
+struct Example {
+    name: String,
+    dir: String,
+    args: Vec<String>,
+}
+
+/// The `test_check:` line of `meta`, as arguments after `stap`; `None` for lines that are not
+/// a plain stap command (a shell pipeline, a command substitution, another program).
+fn test_check(meta: &str) -> Option<Vec<String>> {
+    let line = meta
+        .lines()
+        .find_map(|l| l.strip_prefix("test_check:"))?
+        .trim();
+    if line.contains(['`', '|', ';', '&', '<', '>']) || line.contains("$$") || line.contains("$(") {
+        return None;
+    }
+    let words = shell_words(line)?;
+    let (first, rest) = words.split_first()?;
+    (first == "stap" && !rest.iter().any(|w| w == "-c" || w == "-x")).then(|| rest.to_vec())
+}
+
+/// Splits a command line as a POSIX shell would for words, single and double quotes.
+fn shell_words(line: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '\'' => break,
+                        c => w.push(c),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => w.push(chars.next()?),
+                        c => w.push(c),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next()?),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Some(words)
+}
+
+/// The examples to try: the default set, or every one (`STAP_CONFORMANCE=all`).
+fn examples(root: &Path) -> Vec<Example> {
+    let all = std::env::var("STAP_CONFORMANCE").as_deref() == Ok("all");
+    let mut metas: Vec<PathBuf> = Vec::new();
+    if all {
+        for category in std::fs::read_dir(root).unwrap().flatten() {
+            if let Ok(entries) = std::fs::read_dir(category.path()) {
+                metas.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e == "meta")),
+                );
+            }
+        }
+        metas.sort();
+    } else {
+        for name in DEFAULT_SET {
+            let meta = root.join(format!("{name}.meta"));
+            assert!(meta.is_file(), "{} is not in systemtap-doc", meta.display());
+            metas.push(meta);
+        }
+    }
+    metas
+        .iter()
+        .filter_map(|meta| {
+            let args = test_check(&std::fs::read_to_string(meta).ok()?)?;
+            let rel = meta.strip_prefix(root).unwrap();
+            Some(Example {
+                name: rel.with_extension("").display().to_string(),
+                dir: rel.parent().unwrap().display().to_string(),
+                args,
+            })
+        })
+        .collect()
+}
+
+/// The outcome of one compile: success, seconds, first error line.
+struct Outcome {
+    ok: bool,
+    secs: f64,
+    error: String,
+}
+
+fn outcome(out: std::io::Result<Output>, started: Instant) -> Outcome {
+    let secs = started.elapsed().as_secs_f64();
+    match out {
+        Ok(out) => {
+            let said = text(&out);
+            Outcome {
+                ok: out.status.success(),
+                secs,
+                error: said
+                    .lines()
+                    .find(|l| l.contains("error") || l.contains("ERROR") || l.contains("failed"))
+                    .or_else(|| said.lines().last())
+                    .unwrap_or("")
+                    .to_string(),
+            }
+        }
+        Err(e) => Outcome {
+            ok: false,
+            secs,
+            error: e.to_string(),
+        },
+    }
+}
+
+/// A reference container: the image's stap with the host's trees and debuginfo, the limits
+/// of a default server, labelled with the test's tenant so that it is removed with the rest.
+fn reference(env: &Env, work: &Path) -> String {
+    let name = format!("stap-server-{}-reference", env.tenant);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        name.clone(),
+        "--label".into(),
+        format!("io.stap-server.tenant={}", env.tenant),
+        "--user".into(),
+        "0:0".into(),
+        "--cpus".into(),
+        "1".into(),
+        "--memory".into(),
+        "1g".into(),
+        "--tmpfs".into(),
+        "/tmp:rw,size=1g".into(),
+        "-e".into(),
+        "HOME=/tmp".into(),
+        "-e".into(),
+        "SYSTEMTAP_DIR=/tmp/.systemtap".into(),
+        "-v".into(),
+        format!("{}:/work", work.display()),
+    ];
+    let mut host = vec![
+        "/lib/modules".to_string(),
+        "/usr/src".into(),
+        "/usr/lib/debug".into(),
+    ];
+    for entry in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("linux-kbuild-")
+        {
+            host.push(entry.path().display().to_string());
+        }
+    }
+    for path in host {
+        args.push("-v".into());
+        args.push(format!("{path}:{path}:ro"));
+    }
+    args.extend([
+        "--entrypoint".into(),
+        "sleep".into(),
+        common::image(),
+        "infinity".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = docker(&args);
+    assert!(run.status.success(), "reference container: {}", text(&run));
+    name
+}
+
+/// Copies the examples into `to` (each compile writes its module beside its script).
+fn copy_examples(from: &Path, to: &Path) {
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(cp.status.success(), "cp: {}", text(&cp));
+}
+
+#[test]
+fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
+    require("stap", "the systemtap client (apt-get install systemtap)");
+    let root = examples_dir();
+    let release = headers_release();
+    require_debuginfo(&release);
+    let examples = examples(&root);
+    assert!(
+        std::env::var("STAP_CONFORMANCE").is_ok() || examples.len() >= 40,
+        "only {} examples have a plain stap test_check line",
+        examples.len()
+    );
+
+    let env = Env::new("conform");
+    let (ref_work, server_work) = (env.path("reference"), env.path("server"));
+    copy_examples(&root, &ref_work);
+    copy_examples(&root, &server_work);
+    let server = view::start(&env, &release);
+    view::check(&env, &server, &release);
+    let (port, client) = (server.port, server.client.clone());
+    let reference = reference(&env, &ref_work);
+
+    // Two at a time (the machine's cores): each example's reference and server compiles
+    // are separate jobs, so the two kinds share the machine alike.
+    let jobs: Vec<(usize, bool)> = (0..examples.len())
+        .flat_map(|i| [(i, true), (i, false)])
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<[Option<Outcome>; 2]>> =
+        Mutex::new((0..examples.len()).map(|_| [None, None]).collect());
+    let workers: usize = std::env::var("STAP_CONFORMANCE_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                while let Some(&(i, is_ref)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let ex = &examples[i];
+                    let started = Instant::now();
+                    let out = if is_ref {
+                        let mut args: Vec<String> = vec![
+                            "exec".into(),
+                            "-w".into(),
+                            format!("/work/{}", ex.dir),
+                            reference.clone(),
+                            "stap".into(),
+                            "-r".into(),
+                            release.clone(),
+                        ];
+                        args.extend(ex.args.iter().cloned());
+                        Command::new("docker").args(&args).output()
+                    } else {
+                        Command::new("stap")
+                            .arg(format!("--use-server=127.0.0.1:{port}"))
+                            .env("SYSTEMTAP_DIR", client.join(".systemtap"))
+                            .args(["-r", &release])
+                            .args(&ex.args)
+                            .current_dir(server_work.join(&ex.dir))
+                            .output()
+                    };
+                    let o = outcome(out, started);
+                    println!(
+                        "{:<40} {:<9} {:>6.1} s {}",
+                        ex.name,
+                        if is_ref { "reference" } else { "server" },
+                        o.secs,
+                        if o.ok { "ok" } else { "FAILED" }
+                    );
+                    results.lock().unwrap()[i][usize::from(!is_ref)] = Some(o);
+                }
+            });
+        }
+    });
+
+    let results = results.into_inner().unwrap();
+    let (mut ref_ok, mut server_ok, mut ref_secs, mut server_secs) = (0, 0, 0.0, 0.0);
+    let mut failures = Vec::new();
+    println!("\n{:<40} {:>14} {:>14}", "example", "reference", "server");
+    for (ex, [r, s]) in examples.iter().zip(&results) {
+        let (r, s) = (r.as_ref().unwrap(), s.as_ref().unwrap());
+        let word = |o: &Outcome| format!("{} {:>6.1}s", if o.ok { "ok" } else { "FAIL" }, o.secs);
+        println!("{:<40} {:>14} {:>14}", ex.name, word(r), word(s));
+        if r.ok {
+            ref_ok += 1;
+            if s.ok {
+                server_ok += 1;
+                ref_secs += r.secs;
+                server_secs += s.secs;
+            } else {
+                failures.push(format!("{}: {}", ex.name, s.error));
+            }
+        } else {
+            println!("    reference: {}", r.error);
+            if s.ok {
+                server_ok += 1;
+            }
+        }
+    }
+    println!(
+        "\ntried {}, reference ok {ref_ok}, server ok {server_ok}; compile time of the \
+         examples both compiled: reference {ref_secs:.1} s, server {server_secs:.1} s, \
+         ratio {:.2}",
+        examples.len(),
+        server_secs / ref_secs.max(f64::EPSILON)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} examples compile in the reference but not through the server:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    if std::env::var("STAP_CONFORMANCE").is_err() {
+        assert!(
+            ref_ok >= 40,
+            "only {ref_ok} of the default examples compile in the reference: is the host view \
+             (headers, debuginfo) complete?"
+        );
+    }
+    env.expect(&["stop"], 0);
+}
+
+#[test]
+fn test_check_lines_are_read_as_a_shell_would() {
+    assert_eq!(
+        test_check("x\ntest_check: stap -p4 callgraph.stp 'kernel.function(\"*@fs/proc*.c\")'\n"),
+        Some(vec![
+            "-p4".to_string(),
+            "callgraph.stp".into(),
+            "kernel.function(\"*@fs/proc*.c\")".into()
+        ])
+    );
+    assert_eq!(
+        test_check("test_check: stap -p4 measureinterval.stp \"gettimeofday_us()\" @sum"),
+        Some(vec![
+            "-p4".to_string(),
+            "measureinterval.stp".into(),
+            "gettimeofday_us()".into(),
+            "@sum".into()
+        ])
+    );
+    assert_eq!(
+        test_check("test_check: stap -gp4 eatmydata.stp -x $$"),
+        None
+    );
+    assert_eq!(test_check("test_check: ./socktop -D"), None);
+    assert_eq!(
+        test_check("test_check: stap -p4 floatingpoint.stp -c \"stap --benchmark-sdt\""),
+        None
+    );
+    assert_eq!(test_check("test_check_bpf: stap --bpf -p4 x.stp"), None);
+}
