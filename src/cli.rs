@@ -68,6 +68,8 @@ pub enum Invocation {
     Service {
         action: Action,
         opts: Vec<Opt>,
+        /// `status --json`: one JSON object per server instead of the classic lines.
+        json: bool,
     },
     ImageBuild {
         registry: bool,
@@ -125,7 +127,16 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .after_help(AFTER_HELP);
     for (name, about) in ACTIONS {
-        cmd = cmd.subcommand(with_server_args(Command::new(name).about(about)));
+        let mut action = with_server_args(Command::new(name).about(about));
+        if name == "status" {
+            action = action.arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .help("Print a JSON array, one object per server (schema: stap-server(8))"),
+            );
+        }
+        cmd = cmd.subcommand(action);
     }
     cmd.subcommand(
         Command::new("image")
@@ -318,6 +329,7 @@ where
                 _ => Action::Reload,
             },
             opts: ordered(sub),
+            json: action == "status" && sub.get_flag("json"),
         },
     })
 }
@@ -445,7 +457,8 @@ mod tests {
                 parse(["stap-server", word]).unwrap(),
                 Invocation::Service {
                     action,
-                    opts: vec![]
+                    opts: vec![],
+                    json: false
                 }
             );
         }
@@ -471,6 +484,24 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn status_json() {
+        assert_eq!(
+            parse(["stap-server", "status", "--json", "-n", "a"]).unwrap(),
+            Invocation::Service {
+                action: Action::Status,
+                opts: vec![Opt::Nickname("a".into())],
+                json: true
+            }
+        );
+        assert_eq!(
+            parse(["stap-server", "start", "--json"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 
     #[test]

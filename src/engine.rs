@@ -249,7 +249,7 @@ impl Engine {
 
     /// Whether the engine runs on this host (reached through a local socket), so that its
     /// containers' cgroups and mounts can be read here.
-    fn on_this_host(&self) -> bool {
+    pub fn on_this_host(&self) -> bool {
         self.mounts.is_some()
     }
 

@@ -18,6 +18,7 @@
 //!   and following the engine's events).
 //! - [`trust`]: the host's global client trust of the servers' certificates.
 //! - [`report`]: classic output lines and the log file.
+//! - [`status_json`]: `status --json`, one object per server (a stable schema).
 //! - [`lock`]: host locks for once-only work.
 //! - [`app`]: the actions, glue from the command line to the modules above.
 //! - [`error`]: the error enum and its exit codes.
@@ -40,4 +41,5 @@ pub mod lock;
 pub mod plan;
 pub mod report;
 pub mod spec;
+pub mod status_json;
 pub mod trust;
