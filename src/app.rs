@@ -179,6 +179,7 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
             Ok(0)
         }
         Invocation::Compose { output, opts } => compose(&opts, output.as_deref(), cleanup).await,
+        Invocation::Log(command) => crate::loghold::run(command).await,
     }
 }
 

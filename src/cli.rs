@@ -12,6 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config;
 use crate::limits;
+use crate::loghold::LogCommand;
 
 /// The service actions of the classic script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,8 @@ pub enum Invocation {
         output: Option<PathBuf>,
         opts: Vec<Opt>,
     },
+    /// `log hold|release FILE...`: logrotate's prerotate and postrotate.
+    Log(LogCommand),
 }
 
 const ACTIONS: [(&str, &str); 8] = [
@@ -175,6 +178,43 @@ pub fn command() -> Command {
                     .help("Write to FILE instead of standard output"),
             ),
     ))
+    .subcommand(
+        Command::new("log")
+            .about("Hold a log file still while logrotate copies and truncates it")
+            .subcommand_required(true)
+            .subcommand(
+                Command::new("hold")
+                    .about("Pause the servers writing FILE until `log release` (prerotate)")
+                    .arg(log_files()),
+            )
+            .subcommand(
+                Command::new("release")
+                    .about("Resume the servers that `log hold` paused (postrotate)")
+                    .arg(log_files())
+                    .arg(
+                        Arg::new("token")
+                            .long("token")
+                            .hide(true)
+                            .help("Release only the hold with this token (the watchdog)"),
+                    )
+                    .arg(
+                        Arg::new("after")
+                            .long("after")
+                            .hide(true)
+                            .value_parser(clap::value_parser!(u64))
+                            .help("Seconds to wait first (the watchdog)"),
+                    ),
+            ),
+    )
+}
+
+fn log_files() -> Arg {
+    Arg::new("files")
+        .value_name("FILE")
+        .required(true)
+        .num_args(1..)
+        .value_parser(config::absolute)
+        .help("Log file, as the servers' --log or LOG_FILE name it")
 }
 
 fn value(id: &'static str, short: Option<char>, long: Option<&'static str>) -> Arg {
@@ -318,6 +358,24 @@ where
             output: sub.get_one::<PathBuf>("output").cloned(),
             opts: ordered(sub),
         },
+        "log" => {
+            let (what, args) = sub.subcommand().expect("log has a subcommand");
+            let files: Vec<PathBuf> = args
+                .get_many::<PathBuf>("files")
+                .expect("required")
+                .cloned()
+                .collect();
+            Invocation::Log(match what {
+                "hold" => LogCommand::Hold { files },
+                _ => LogCommand::Release {
+                    files,
+                    token: args.get_one::<String>("token").cloned(),
+                    after: args
+                        .get_one::<u64>("after")
+                        .map(|s| std::time::Duration::from_secs(*s)),
+                },
+            })
+        }
         action => Invocation::Service {
             action: match action {
                 "start" => Action::Start,
@@ -502,6 +560,36 @@ mod tests {
                 .exit_code(),
             2
         );
+    }
+
+    #[test]
+    fn log_hold_and_release() {
+        assert_eq!(
+            parse(["stap-server", "log", "hold", "/var/log/stap-server/log"]).unwrap(),
+            Invocation::Log(LogCommand::Hold {
+                files: vec!["/var/log/stap-server/log".into()]
+            })
+        );
+        assert_eq!(
+            parse([
+                "stap-server",
+                "log",
+                "release",
+                "--token",
+                "t",
+                "--after",
+                "60",
+                "/l"
+            ])
+            .unwrap(),
+            Invocation::Log(LogCommand::Release {
+                files: vec!["/l".into()],
+                token: Some("t".into()),
+                after: Some(std::time::Duration::from_secs(60)),
+            })
+        );
+        assert!(parse(["stap-server", "log", "hold", "relative"]).is_err());
+        assert!(parse(["stap-server", "log", "hold"]).is_err());
     }
 
     #[test]

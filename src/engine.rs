@@ -548,6 +548,47 @@ impl Engine {
         }
     }
 
+    /// Ids of the running containers of ours, of any tenant, that write the host log `log`.
+    pub async fn log_writers(&self, log: &Path) -> Result<Vec<String>> {
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&labels::log_writers_filter(log))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("cannot list containers", e))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Freezes every process of a container (the cgroup freezer): it writes nothing until
+    /// [`Engine::unpause`]. One already paused counts as paused.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        match self.docker.pause_container(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(409) && self.paused(id).await => Ok(()),
+            Err(e) => Err(Error::engine(format!("cannot pause container {id}"), e)),
+        }
+    }
+
+    /// Thaws a container [`Engine::pause`] froze; one gone or not paused is left as it is.
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        match self.docker.unpause_container(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(Error::engine(format!("cannot unpause container {id}"), e)),
+        }
+    }
+
+    async fn paused(&self, id: &str) -> bool {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state?.paused)
+            .unwrap_or(false)
+    }
+
     /// The last `lines` lines of a container's output.
     pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
         let options = LogsOptionsBuilder::default()

@@ -20,6 +20,7 @@
 //! - [`report`]: classic output lines and the log file.
 //! - [`status_json`]: `status --json`, one object per server (a stable schema).
 //! - [`lock`]: host locks for once-only work.
+//! - [`loghold`]: `log hold`/`log release`, logrotate's scripts: rotation that loses no line.
 //! - [`app`]: the actions, glue from the command line to the modules above.
 //! - [`error`]: the error enum and its exit codes.
 
@@ -38,6 +39,7 @@ pub mod image;
 pub mod labels;
 pub mod limits;
 pub mod lock;
+pub mod loghold;
 pub mod plan;
 pub mod report;
 pub mod spec;
