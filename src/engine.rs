@@ -321,19 +321,26 @@ impl Engine {
 
     /// All the tenant's containers, running or not, in one list call.
     async fn containers(&self, tenant: &str) -> Result<Vec<ContainerSummary>> {
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&labels::tenant_filter(tenant))
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("cannot list containers", e))?;
+        let list = self.list(true, &labels::tenant_filter(tenant)).await?;
         for c in &list {
             self.remember_mounts(c.id.as_deref(), c.mounts.as_deref());
         }
         Ok(list)
+    }
+
+    async fn list(
+        &self,
+        all: bool,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerSummary>> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(all)
+            .filters(filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("cannot list containers", e))
     }
 
     /// Notes where a container's mounts are on the host (an engine of this host only).
@@ -550,14 +557,7 @@ impl Engine {
 
     /// Ids of the running containers of ours, of any tenant, that write the host log `log`.
     pub async fn log_writers(&self, log: &Path) -> Result<Vec<String>> {
-        let options = ListContainersOptionsBuilder::default()
-            .filters(&labels::log_writers_filter(log))
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("cannot list containers", e))?;
+        let list = self.list(false, &labels::log_writers_filter(log)).await?;
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
