@@ -88,7 +88,8 @@ pub enum Invocation {
     Log(LogCommand),
 }
 
-const ACTIONS: [(&str, &str); 8] = [
+/// The classic actions and what each does (help, manual page).
+pub const ACTIONS: [(&str, &str); 8] = [
     (
         "start",
         "Start servers: those named, else the configured ones, else one for this host",
@@ -281,7 +282,8 @@ fn with_server_args(cmd: Command) -> Command {
             })
             .help("A running server by process id"),
         flag("keep", 'k').help("Keep the server's temporary files"),
-        flag("password", 'P').help("Use a password for the certificate database"),
+        flag("password", 'P')
+            .help("Refused: stap-serverd would prompt for the database password on no terminal"),
         value("log", None, Some("log"))
             .value_name("PATH")
             .value_parser(absolute)
@@ -296,17 +298,20 @@ fn with_server_args(cmd: Command) -> Command {
             .help("Certificate database directory for a server"),
         value("max-threads", None, Some("max-threads"))
             .value_name("N")
-            .value_parser(count),
+            .value_parser(count)
+            .help("Worker threads of a server (0: requests one at a time)"),
         value("max-request-size", None, Some("max-request-size"))
             .value_name("BYTES")
-            .value_parser(bytes),
+            .value_parser(bytes)
+            .help("Largest uncompressed client request a server accepts"),
         value(
             "max-compressed-request",
             None,
             Some("max-compressed-request"),
         )
         .value_name("BYTES")
-        .value_parser(bytes),
+        .value_parser(bytes)
+        .help("Largest compressed client request a server accepts"),
         value("tenant", None, Some("tenant"))
             .value_name("NAME")
             .value_parser(config::tenant)
