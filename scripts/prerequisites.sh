@@ -2,7 +2,9 @@
 # Installs what stap-server and its tests need on a Debian host, where missing: the kernel
 # headers (build trees to serve), mmdebstrap (the image without a registry), the stap client,
 # avahi (mDNS, limited to docker0 so that nothing is multicast beyond this machine), and the
-# classic user servers run as, and docker-compose (the compose deployments). Safe to run again.
+# classic user servers run as, docker-compose (the compose deployments), and what building and
+# checking the Debian package needs (binutils, man-db, logrotate, systemd's systemd-analyze).
+# Safe to run again.
 set -euo pipefail
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
@@ -13,6 +15,10 @@ command -v dbus-daemon >/dev/null || need+=(dbus)
 command -v avahi-daemon >/dev/null || need+=(avahi-daemon)
 command -v avahi-browse >/dev/null || need+=(avahi-utils)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v objdump >/dev/null || need+=(binutils)
+command -v man >/dev/null || need+=(man-db)
+command -v logrotate >/dev/null || need+=(logrotate)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "stap-server: installing ${need[*]}" >&2
   apt-get update -q

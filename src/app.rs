@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Start, Stop};
 use crate::report::{self, Report};
 use crate::spec::{self, Host, Request, Server, ServerSpec};
-use crate::{image, lock, trust};
+use crate::{image, lock, status_json, trust};
 
 /// How long a server may take to accept connections before `start` gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -144,7 +144,7 @@ pub fn handles_signals(invocation: &Invocation) -> bool {
 /// Runs one invocation; returns the exit status.
 pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
     match invocation {
-        Invocation::Service { action, opts } => service(action, &opts, cleanup).await,
+        Invocation::Service { action, opts, json } => service(action, &opts, json, cleanup).await,
         Invocation::ImageBuild { registry, opts } => {
             let settings = load_settings(&opts)?;
             let engine = Engine::connect().await?;
@@ -179,6 +179,7 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<u8> {
             Ok(0)
         }
         Invocation::Compose { output, opts } => compose(&opts, output.as_deref(), cleanup).await,
+        Invocation::Log(command) => crate::loghold::run(command).await,
     }
 }
 
@@ -193,7 +194,7 @@ fn image_name(opts: &[Opt], global: &GlobalConfig) -> String {
         .unwrap_or_else(|| spec::DEFAULT_IMAGE.into())
 }
 
-async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
+async fn service(action: Action, opts: &[Opt], json: bool, cleanup: Cleanup) -> Result<u8> {
     let settings = load_settings(opts)?;
     if action == Action::Reload {
         return Ok(3);
@@ -246,7 +247,7 @@ async fn service(action: Action, opts: &[Opt], cleanup: Cleanup) -> Result<u8> {
     ctx.report = Report::new(&ctx.settings.global.log_file);
     let targets = request.targets.as_deref();
     let ok = match action {
-        Action::Status => return Ok(status(&mut ctx, targets, &observed).await),
+        Action::Status => return Ok(status(&mut ctx, targets, &observed, json).await),
         Action::Start => {
             let specs = ctx.wanted(&request);
             ctx.start(&specs, &observed).await?
@@ -382,12 +383,29 @@ fn managed(observed: &[Server]) -> Vec<Server> {
 }
 
 /// `status`: classic lines and LSB codes (0 all running, 1 one dead, 3 none or one missing).
-async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Server]) -> u8 {
+/// With `json`, the servers as a JSON array, and what classic says of the missing on stderr.
+async fn status(
+    ctx: &mut Ctx,
+    targets: Option<&[spec::Target]>,
+    observed: &[Server],
+    json: bool,
+) -> u8 {
     let mut rc = 0;
+    let mut say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            ctx.report.print(line);
+        }
+    };
     let shown: Vec<Server> = match targets {
         None => {
             if observed.is_empty() {
-                ctx.report.print("No managed stap-server is running");
+                if json {
+                    println!("[]");
+                } else {
+                    say("No managed stap-server is running".into());
+                }
                 return 3;
             }
             observed.to_vec()
@@ -397,7 +415,7 @@ async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Ser
             for target in targets {
                 match target {
                     spec::Target::UnknownNickname { nickname, .. } => {
-                        ctx.report.print(format!(
+                        say(format!(
                             "No configuration found for the nickname '{nickname}'"
                         ));
                         rc = 3;
@@ -408,7 +426,7 @@ async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Ser
                             .filter(|s| spec.designates(&s.spec))
                             .collect();
                         if found.is_empty() {
-                            ctx.report.print(format!(
+                            say(format!(
                                 "stap-server {} is not running",
                                 report::spec_options(spec)
                             ));
@@ -421,14 +439,19 @@ async fn status(ctx: &mut Ctx, targets: Option<&[spec::Target]>, observed: &[Ser
             shown
         }
     };
+    if shown.iter().any(|s| !s.running()) && rc == 0 {
+        rc = 1;
+    }
+    if json {
+        let facts = status_json::gather(&ctx.engine, &shown).await;
+        println!("{}", status_json::render(&shown, &facts));
+        return rc;
+    }
     let mut serials = announce::Serials::default();
     for server in &shown {
         ctx.report.print(report::status_line(server));
         if let Ok(serial) = serials.of(&ctx.engine, server).await {
             ctx.report.print(format!("  certificate serial {serial}"));
-        }
-        if !server.running() && rc == 0 {
-            rc = 1;
         }
     }
     rc

@@ -12,6 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config;
 use crate::limits;
+use crate::loghold::LogCommand;
 
 /// The service actions of the classic script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub enum Invocation {
     Service {
         action: Action,
         opts: Vec<Opt>,
+        /// `status --json`: one JSON object per server instead of the classic lines.
+        json: bool,
     },
     ImageBuild {
         registry: bool,
@@ -81,9 +84,12 @@ pub enum Invocation {
         output: Option<PathBuf>,
         opts: Vec<Opt>,
     },
+    /// `log hold|release FILE...`: logrotate's prerotate and postrotate.
+    Log(LogCommand),
 }
 
-const ACTIONS: [(&str, &str); 8] = [
+/// The classic actions and what each does (help, manual page).
+pub const ACTIONS: [(&str, &str); 8] = [
     (
         "start",
         "Start servers: those named, else the configured ones, else one for this host",
@@ -125,7 +131,16 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .after_help(AFTER_HELP);
     for (name, about) in ACTIONS {
-        cmd = cmd.subcommand(with_server_args(Command::new(name).about(about)));
+        let mut action = with_server_args(Command::new(name).about(about));
+        if name == "status" {
+            action = action.arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .help("Print a JSON array, one object per server (schema: stap-server(8))"),
+            );
+        }
+        cmd = cmd.subcommand(action);
     }
     cmd.subcommand(
         Command::new("image")
@@ -164,6 +179,43 @@ pub fn command() -> Command {
                     .help("Write to FILE instead of standard output"),
             ),
     ))
+    .subcommand(
+        Command::new("log")
+            .about("Hold a log file still while logrotate copies and truncates it")
+            .subcommand_required(true)
+            .subcommand(
+                Command::new("hold")
+                    .about("Pause the servers writing FILE until `log release` (prerotate)")
+                    .arg(log_files()),
+            )
+            .subcommand(
+                Command::new("release")
+                    .about("Resume the servers that `log hold` paused (postrotate)")
+                    .arg(log_files())
+                    .arg(
+                        Arg::new("token")
+                            .long("token")
+                            .hide(true)
+                            .help("Release only the hold with this token (the watchdog)"),
+                    )
+                    .arg(
+                        Arg::new("after")
+                            .long("after")
+                            .hide(true)
+                            .value_parser(clap::value_parser!(u64))
+                            .help("Seconds to wait first (the watchdog)"),
+                    ),
+            ),
+    )
+}
+
+fn log_files() -> Arg {
+    Arg::new("files")
+        .value_name("FILE")
+        .required(true)
+        .num_args(1..)
+        .value_parser(config::absolute)
+        .help("Log file, as the servers' --log or LOG_FILE name it")
 }
 
 fn value(id: &'static str, short: Option<char>, long: Option<&'static str>) -> Arg {
@@ -230,7 +282,8 @@ fn with_server_args(cmd: Command) -> Command {
             })
             .help("A running server by process id"),
         flag("keep", 'k').help("Keep the server's temporary files"),
-        flag("password", 'P').help("Use a password for the certificate database"),
+        flag("password", 'P')
+            .help("Refused: stap-serverd would prompt for the database password on no terminal"),
         value("log", None, Some("log"))
             .value_name("PATH")
             .value_parser(absolute)
@@ -245,17 +298,20 @@ fn with_server_args(cmd: Command) -> Command {
             .help("Certificate database directory for a server"),
         value("max-threads", None, Some("max-threads"))
             .value_name("N")
-            .value_parser(count),
+            .value_parser(count)
+            .help("Worker threads of a server (0: requests one at a time)"),
         value("max-request-size", None, Some("max-request-size"))
             .value_name("BYTES")
-            .value_parser(bytes),
+            .value_parser(bytes)
+            .help("Largest uncompressed client request a server accepts"),
         value(
             "max-compressed-request",
             None,
             Some("max-compressed-request"),
         )
         .value_name("BYTES")
-        .value_parser(bytes),
+        .value_parser(bytes)
+        .help("Largest compressed client request a server accepts"),
         value("tenant", None, Some("tenant"))
             .value_name("NAME")
             .value_parser(config::tenant)
@@ -307,6 +363,24 @@ where
             output: sub.get_one::<PathBuf>("output").cloned(),
             opts: ordered(sub),
         },
+        "log" => {
+            let (what, args) = sub.subcommand().expect("log has a subcommand");
+            let files: Vec<PathBuf> = args
+                .get_many::<PathBuf>("files")
+                .expect("required")
+                .cloned()
+                .collect();
+            Invocation::Log(match what {
+                "hold" => LogCommand::Hold { files },
+                _ => LogCommand::Release {
+                    files,
+                    token: args.get_one::<String>("token").cloned(),
+                    after: args
+                        .get_one::<u64>("after")
+                        .map(|s| std::time::Duration::from_secs(*s)),
+                },
+            })
+        }
         action => Invocation::Service {
             action: match action {
                 "start" => Action::Start,
@@ -318,6 +392,7 @@ where
                 _ => Action::Reload,
             },
             opts: ordered(sub),
+            json: action == "status" && sub.get_flag("json"),
         },
     })
 }
@@ -445,7 +520,8 @@ mod tests {
                 parse(["stap-server", word]).unwrap(),
                 Invocation::Service {
                     action,
-                    opts: vec![]
+                    opts: vec![],
+                    json: false
                 }
             );
         }
@@ -471,6 +547,54 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn status_json() {
+        assert_eq!(
+            parse(["stap-server", "status", "--json", "-n", "a"]).unwrap(),
+            Invocation::Service {
+                action: Action::Status,
+                opts: vec![Opt::Nickname("a".into())],
+                json: true
+            }
+        );
+        assert_eq!(
+            parse(["stap-server", "start", "--json"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+    }
+
+    #[test]
+    fn log_hold_and_release() {
+        assert_eq!(
+            parse(["stap-server", "log", "hold", "/var/log/stap-server/log"]).unwrap(),
+            Invocation::Log(LogCommand::Hold {
+                files: vec!["/var/log/stap-server/log".into()]
+            })
+        );
+        assert_eq!(
+            parse([
+                "stap-server",
+                "log",
+                "release",
+                "--token",
+                "t",
+                "--after",
+                "60",
+                "/l"
+            ])
+            .unwrap(),
+            Invocation::Log(LogCommand::Release {
+                files: vec!["/l".into()],
+                token: Some("t".into()),
+                after: Some(std::time::Duration::from_secs(60)),
+            })
+        );
+        assert!(parse(["stap-server", "log", "hold", "relative"]).is_err());
+        assert!(parse(["stap-server", "log", "hold"]).is_err());
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl Engine {
 
     /// Whether the engine runs on this host (reached through a local socket), so that its
     /// containers' cgroups and mounts can be read here.
-    fn on_this_host(&self) -> bool {
+    pub fn on_this_host(&self) -> bool {
         self.mounts.is_some()
     }
 
@@ -321,19 +321,26 @@ impl Engine {
 
     /// All the tenant's containers, running or not, in one list call.
     async fn containers(&self, tenant: &str) -> Result<Vec<ContainerSummary>> {
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&labels::tenant_filter(tenant))
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("cannot list containers", e))?;
+        let list = self.list(true, &labels::tenant_filter(tenant)).await?;
         for c in &list {
             self.remember_mounts(c.id.as_deref(), c.mounts.as_deref());
         }
         Ok(list)
+    }
+
+    async fn list(
+        &self,
+        all: bool,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerSummary>> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(all)
+            .filters(filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| Error::engine("cannot list containers", e))
     }
 
     /// Notes where a container's mounts are on the host (an engine of this host only).
@@ -546,6 +553,40 @@ impl Engine {
             Err(e) if status(&e) == Some(409) => Ok(()),
             Err(e) => Err(Error::engine(format!("cannot remove container {id}"), e)),
         }
+    }
+
+    /// Ids of the running containers of ours, of any tenant, that write the host log `log`.
+    pub async fn log_writers(&self, log: &Path) -> Result<Vec<String>> {
+        let list = self.list(false, &labels::log_writers_filter(log)).await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Freezes every process of a container (the cgroup freezer): it writes nothing until
+    /// [`Engine::unpause`]. One already paused counts as paused.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        match self.docker.pause_container(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(409) && self.paused(id).await => Ok(()),
+            Err(e) => Err(Error::engine(format!("cannot pause container {id}"), e)),
+        }
+    }
+
+    /// Thaws a container [`Engine::pause`] froze; one gone or not paused is left as it is.
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        match self.docker.unpause_container(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(Error::engine(format!("cannot unpause container {id}"), e)),
+        }
+    }
+
+    async fn paused(&self, id: &str) -> bool {
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state?.paused)
+            .unwrap_or(false)
     }
 
     /// The last `lines` lines of a container's output.

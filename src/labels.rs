@@ -33,6 +33,21 @@ pub fn tenant_filter(tenant: &str) -> HashMap<String, Vec<String>> {
     )])
 }
 
+/// Label filters that select the running containers of ours, of any tenant, whose log goes to
+/// `log` (the host file; rotating it concerns every server that writes it).
+pub fn log_writers_filter(log: &std::path::Path) -> HashMap<String, Vec<String>> {
+    HashMap::from([
+        (
+            "label".to_string(),
+            vec![
+                format!("{MANAGED}=true"),
+                format!("{}={}", key("log"), log.display()),
+            ],
+        ),
+        ("status".to_string(), vec!["running".to_string()]),
+    ])
+}
+
 fn key(name: &str) -> String {
     format!("{PREFIX}{name}")
 }

@@ -19,7 +19,9 @@
 //!   and following the engine's events).
 //! - [`trust`]: the host's global client trust of the servers' certificates.
 //! - [`report`]: classic output lines and the log file.
+//! - [`status_json`]: `status --json`, one object per server (a stable schema).
 //! - [`lock`]: host locks for once-only work.
+//! - [`loghold`]: `log hold`/`log release`, logrotate's scripts: rotation that loses no line.
 //! - [`app`]: the actions, glue from the command line to the modules above.
 //! - [`error`]: the error enum and its exit codes.
 
@@ -38,7 +40,9 @@ pub mod image;
 pub mod labels;
 pub mod limits;
 pub mod lock;
+pub mod loghold;
 pub mod plan;
 pub mod report;
 pub mod spec;
+pub mod status_json;
 pub mod trust;

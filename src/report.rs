@@ -1,10 +1,9 @@
 //! What the user reads: the classic option strings and status lines, `Starting ...` then `OK`
 //! or `FAILED`, each message also appended to the log file with a timestamp.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::loghold;
 use crate::spec::{Server, ServerSpec};
 
 /// Quotes a value as the classic script does: in double quotes, with `\` and `"` escaped.
@@ -123,11 +122,12 @@ impl Report {
     /// fail the action; it is said once on standard error.
     pub fn log(&mut self, message: &str) {
         let stamp = chrono::Local::now().format("%b %e %T");
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .and_then(|mut f| writeln!(f, "{stamp}: {message}"));
+        // Never between logrotate's copy and truncation (see loghold).
+        let written = loghold::append(
+            &self.log,
+            Path::new(loghold::HOLD_DIR),
+            &format!("{stamp}: {message}"),
+        );
         if let Err(e) = written {
             eprintln!("stap-server: cannot append to {}: {e}", self.log.display());
             self.log = PathBuf::from("/dev/null");

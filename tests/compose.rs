@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Env, compile, free_port, headers_release, require, text};
+use common::{Env, compile, free_port, headers_release, require, text, wait_listening};
 
 fn compose(project: &str, file: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
     require(
@@ -21,24 +21,6 @@ fn compose(project: &str, file: &Path, args: &[&str], env: &[(&str, String)]) ->
         cmd.env(k, v);
     }
     cmd.output().expect("run docker-compose")
-}
-
-/// Waits until the server in container `name` has said it listens (the published port
-/// accepts before that).
-fn wait_listening(name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let logs = common::docker(&["logs", name]);
-        if text(&logs).contains("Using network address") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not start listening: {}",
-            text(&logs)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The service files in the test's avahi directory.

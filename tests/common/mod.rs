@@ -475,6 +475,24 @@ impl Env {
     }
 }
 
+/// Waits until the server in container `name` has said it listens (the published port
+/// accepts before that).
+pub fn wait_listening(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let logs = docker(&["logs", name]);
+        if text(&logs).contains("Using network address") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not start listening: {}",
+            text(&logs)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 /// Whether something accepts TCP connections on the host's `port`.
 pub fn accepts(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(
