@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("stap-server: {e}");
             ExitCode::from(e.exit_code())
