@@ -111,6 +111,12 @@ impl Exit {
         }
     }
 
+    /// The exit status of a command line that clap answered itself (`clap_code`): help and
+    /// version are successes, everything else is a usage error (LSB: 2).
+    pub fn of_command_line(clap_code: i32) -> u8 {
+        if clap_code == 0 { 0 } else { 2 }
+    }
+
     /// Success when `ok`, else a failure.
     pub fn of(ok: bool) -> Exit {
         if ok { Exit::Success } else { Exit::Failed }
