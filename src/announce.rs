@@ -183,17 +183,26 @@ impl Serials {
     }
 }
 
+/// What an action read already and an advertisement needs: the systemtap version of each
+/// image (from its labels) and the certificate serials, so each is read once per action.
+#[derive(Default)]
+pub struct Known {
+    /// By image name.
+    pub versions: BTreeMap<String, String>,
+    pub serials: Serials,
+}
+
 /// The advertisements of the running servers, by key; a server whose certificate or image
 /// cannot be read is left out and reported.
 pub async fn wanted(
     engine: &Engine,
     tenant: &str,
     servers: &[Server],
+    known: &mut Known,
 ) -> (BTreeMap<String, Advert>, Vec<(String, String)>) {
-    let mut versions: BTreeMap<String, String> = BTreeMap::new();
+    let Known { versions, serials } = known;
     let mut wanted = BTreeMap::new();
     let mut failed = Vec::new();
-    let mut serials = Serials::default();
     for server in servers.iter().filter(|s| s.running()) {
         let image = &server.spec.image;
         if !versions.contains_key(image) {
@@ -224,8 +233,18 @@ pub async fn wanted(
 /// Makes the tenant's service files in `publisher`'s directory describe exactly its running
 /// servers: one list call, then only the files that differ are written or removed.
 pub async fn reconcile(engine: &Engine, tenant: &str, publisher: &Publisher) -> Result<Outcome> {
+    reconcile_knowing(engine, tenant, publisher, &mut Known::default()).await
+}
+
+/// [`reconcile`], with what the caller read already.
+pub async fn reconcile_knowing(
+    engine: &Engine,
+    tenant: &str,
+    publisher: &Publisher,
+    known: &mut Known,
+) -> Result<Outcome> {
     let servers = engine.servers(tenant).await?;
-    let (wanted, failed) = wanted(engine, tenant, &servers).await;
+    let (wanted, failed) = wanted(engine, tenant, &servers, known).await;
     let mut outcome = Outcome {
         failed,
         ..Outcome::default()

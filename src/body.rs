@@ -377,11 +377,6 @@ pub fn cert_init_body(
     }
 }
 
-/// Whether `path` is inside one of the build tree's mounts (for tests and checks).
-pub fn mounted(tree: &BuildTree, path: &Path) -> bool {
-    tree.mounts.iter().any(|m| path.starts_with(m))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

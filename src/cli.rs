@@ -26,13 +26,6 @@ pub enum Action {
     Reload,
 }
 
-impl Action {
-    /// Actions that start servers when a nickname names no configuration.
-    pub fn starts(self) -> bool {
-        matches!(self, Action::Start | Action::Restart | Action::ForceReload)
-    }
-}
-
 /// One option as given, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Opt {

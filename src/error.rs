@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::engine::EngineError;
 
 /// Everything that can make an action fail before or while it reaches the engine.
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +27,9 @@ pub enum Error {
     #[error("cannot reach the Docker engine at {addr}: is dockerd running? ({reason})")]
     EngineUnreachable { addr: String, reason: String },
 
-    /// One engine operation failed; `what` names the operation and its object.
-    #[error("{what}: {source}")]
-    Engine {
-        what: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
+    /// One engine operation failed, with the engine's HTTP status.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 
     /// A host file operation failed; the path is part of the message.
     #[error("{what} {}: {source}", path.display())]
@@ -76,20 +73,53 @@ impl Error {
         }
     }
 
-    /// Wraps a failed engine call with what it was doing.
-    pub fn engine(what: impl Into<String>, source: bollard::errors::Error) -> Self {
-        Error::Engine {
-            what: what.into(),
-            source,
-        }
-    }
-
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             what,
             path: path.into(),
             source,
         }
+    }
+}
+
+/// How an action ended when it ended without an error. [`Exit::code`] and
+/// [`Error::exit_code`] are where every exit status of an action is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked was done (for `status`: every server shown runs).
+    Success,
+    /// Something asked could not be done, and was said.
+    Failed,
+    /// `status`: a server shown does not run.
+    Dead,
+    /// `status`: none runs, or one named does not exist.
+    NotRunning,
+    /// `reload` is not implemented.
+    Unimplemented,
+    /// `status`: the engine cannot be reached, so the state cannot be known.
+    Unknown,
+}
+
+impl Exit {
+    /// The process exit status (LSB init-script conventions).
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failed | Exit::Dead => 1,
+            Exit::NotRunning | Exit::Unimplemented => 3,
+            Exit::Unknown => 4,
+        }
+    }
+
+    /// The exit status of a command line that clap answered itself (`clap_code`): help and
+    /// version are successes, everything else is a usage error (LSB: 2).
+    pub fn of_command_line(clap_code: i32) -> u8 {
+        if clap_code == 0 { 0 } else { 2 }
+    }
+
+    /// Success when `ok`, else a failure.
+    pub fn of(ok: bool) -> Exit {
+        if ok { Exit::Success } else { Exit::Failed }
     }
 }
 

@@ -9,9 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use futures_util::StreamExt;
-use tokio_util::io::ReaderStream;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -109,22 +107,14 @@ async fn build_dockerfile(engine: &Engine, image: &str, base: &str, version: &st
         ("SYSTEMTAP_VERSION".to_string(), version.to_string()),
         ("RECIPE".to_string(), recipe()),
     ]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(image)
-        .rm(true)
-        .forcerm(true)
-        .buildargs(&args)
-        .build();
-    let docker = engine.patient();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream = engine.api().build_image(image, context, args);
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| fail(e.to_string()))?;
-        if let Some(line) = info.stream {
+        let info = item.map_err(|e| fail(e.reason))?;
+        if let Some(line) = info.output {
             eprint!("{line}");
         }
-        if let Some(detail) = info.error_detail {
-            return Err(fail(detail.message.unwrap_or_default()));
+        if let Some(message) = info.error {
+            return Err(fail(message));
         }
     }
     Ok(())
@@ -244,37 +234,18 @@ async fn ensure_rootfs(engine: &Engine) -> Result<()> {
         .map_err(|e| fail(format!("cannot run mmdebstrap: {e}")))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (repo, tag) = ROOTFS_IMAGE.split_once(':').expect("the name has a tag");
-    let options = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo(repo)
-        .tag(tag)
-        .build();
-    let docker = engine.patient();
-    let mut import = docker.create_image(
-        Some(options),
-        Some(bollard::body_try_stream(ReaderStream::new(stdout))),
-        None,
-    );
-    let mut import_error = None;
-    while let Some(item) = import.next().await {
-        if let Err(e) = item {
-            import_error = Some(e.to_string());
-            break;
-        }
-    }
+    let import_error = engine
+        .api()
+        .import_image(repo, tag, Box::new(stdout))
+        .await
+        .err()
+        .map(|e| e.reason);
     let status = child
         .wait()
         .await
         .map_err(|e| fail(format!("mmdebstrap: {e}")))?;
     if !status.success() {
-        let _ = engine
-            .docker()
-            .remove_image(
-                ROOTFS_IMAGE,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        let _ = engine.api().remove_image(ROOTFS_IMAGE).await;
         return Err(fail(format!("mmdebstrap failed ({status})")));
     }
     if let Some(e) = import_error {

@@ -5,15 +5,22 @@
 //! - [`cli`]: the classic grammar (clap), options kept in the order given.
 //! - [`config`]: the global and server configuration files; a parser over `impl Read` with
 //!   file:line errors.
+//! - [`settings`]: the configuration files read from the host, with `-c` and `--tenant`.
 //! - [`limits`]: resource limits of server containers and of their requests, with safe
 //!   defaults.
 //! - [`spec`]: `ServerSpec` and its resolution from options, configuration and running servers.
 //! - [`buildtree`]: a release or a path → the build tree and the host directories it needs.
-//! - [`plan`]: the classic action semantics as pure functions.
+//! - [`plan`]: the classic action semantics as pure functions: what each action stops and
+//!   starts, what `status` reports with which exit code.
 //! - [`labels`]: the label schema, written and read in one place.
 //! - [`body`]: `ServerSpec` → container name and create body (pure).
-//! - [`engine`]: the only module that speaks bollard.
+//! - [`compose`]: the compose file of servers (pure).
+//! - [`engine`]: the engine operations as one trait; `engine::docker` is the only code that
+//!   speaks bollard, `engine::fake` records calls for unit tests.
 //! - [`image`]: the compile-server image, offline (mmdebstrap) or from a registry.
+//! - [`host`]: host preparation of servers to be made: identity, ports, log and ssl paths.
+//! - [`execute`]: a plan carried out: servers stopped, made, awaited, trusted, advertised;
+//!   cleanup on interrupt.
 //! - [`advertise`], [`certinfo`]: mDNS through avahi service files; certificate serials.
 //! - [`announce`]: the service files kept equal to the running servers (after each action,
 //!   and following the engine's events).
@@ -23,7 +30,7 @@
 //! - [`lock`]: host locks for once-only work.
 //! - [`loghold`]: `log hold`/`log release`, logrotate's scripts: rotation that loses no line.
 //! - [`app`]: the actions, glue from the command line to the modules above.
-//! - [`error`]: the error enum and its exit codes.
+//! - [`error`]: the error enum, engine failures with their HTTP status, and every exit code.
 
 pub mod advertise;
 pub mod announce;
@@ -36,6 +43,8 @@ pub mod compose;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod execute;
+pub mod host;
 pub mod image;
 pub mod labels;
 pub mod limits;
@@ -43,6 +52,7 @@ pub mod lock;
 pub mod loghold;
 pub mod plan;
 pub mod report;
+pub mod settings;
 pub mod spec;
 pub mod status_json;
 pub mod trust;

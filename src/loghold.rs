@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, Exit, Result};
 
 /// Where holds are recorded: one lock for all, one marker per log file.
 pub const HOLD_DIR: &str = "/run/stap-server/log-hold";
@@ -124,7 +124,7 @@ pub fn append(log: &Path, dir: &Path, line: &str) -> std::io::Result<()> {
 }
 
 /// Runs `log hold` or `log release`; exits 0, or fails having left nothing paused.
-pub async fn run(command: LogCommand) -> Result<u8> {
+pub async fn run(command: LogCommand) -> Result<Exit> {
     let dir = Path::new(HOLD_DIR);
     let engine = Engine::connect().await?;
     match command {
@@ -158,7 +158,7 @@ pub async fn run(command: LogCommand) -> Result<u8> {
             }
         }
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 /// Marks `log` held (manager lines wait from now on), then pauses its writers. A hold left

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use stap_server::app::{self, Cleanup};
 use stap_server::cli;
+use stap_server::error::Exit;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -11,10 +12,9 @@ fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
         Ok(i) => i,
         Err(e) => {
-            let code = e.exit_code();
+            let code = Exit::of_command_line(e.exit_code());
             let _ = e.print();
-            // Help and version are successes; everything else is a usage error (LSB: 2).
-            return ExitCode::from(if code == 0 { 0 } else { 2 });
+            return ExitCode::from(code);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("stap-server: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(Exit::Failed.code());
         }
     };
     let cleanup = Cleanup::default();
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("stap-server: {e}");
             ExitCode::from(e.exit_code())

@@ -1,6 +1,12 @@
-//! The Docker engine: the only module that speaks bollard. Each method is one operation the
-//! manager needs, with errors that name what was being done; 404/304/409 are matched on the
-//! HTTP status, never on message text.
+//! The Docker engine, seen through one trait: [`Api`] is the engine operations the manager
+//! uses, one method per request; [`docker::Bollard`] is the real one (the only code that
+//! speaks bollard) and, in unit tests, `fake::Fake` records the calls it is asked. [`Engine`]
+//! is the manager's view over an `Api`: servers rather than containers, 404/304/409 matched
+//! on the HTTP status, never on message text.
+
+pub mod docker;
+#[cfg(test)]
+pub mod fake;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,19 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, MountPoint,
-    NetworkCreateRequest, VolumeCreateRequest,
 };
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, EventsOptionsBuilder,
-    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptions,
-};
-use bollard::{ClientVersion, Docker};
-use futures_util::stream::{self, BoxStream, TryStreamExt};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream};
 
 use crate::body::SERVER_PORT;
 use crate::error::{Error, Result};
@@ -37,10 +36,176 @@ pub const STOP_CONCURRENCY: usize = 32;
 /// How long reading a small file out of a container may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Labels of an engine object.
+pub type Labels = HashMap<String, String>;
+
+/// What a byte stream is imported from (mmdebstrap's standard output).
+pub type Source = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// One engine operation with its object: what failed, and what the fake records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The tenant's containers.
+    List(String),
+    /// The running containers, of any tenant, that write a log file.
+    ListWriters(String),
+    Pause(String),
+    Unpause(String),
+    Inspect(String),
+    Create(String),
+    Start(String),
+    Stop(String),
+    Remove(String),
+    Wait(String),
+    Read {
+        id: String,
+        path: String,
+    },
+    Logs(String),
+    /// The tenant's events.
+    Events(String),
+    InspectVolume(String),
+    CreateVolume(String),
+    InspectNetwork(String),
+    CreateNetwork(String),
+    InspectImage(String),
+    BuildImage(String),
+    ImportImage(String),
+    RemoveImage(String),
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::List(_) => write!(f, "cannot list containers"),
+            Op::ListWriters(log) => write!(f, "cannot list the containers writing {log}"),
+            Op::Pause(id) => write!(f, "cannot pause container {id}"),
+            Op::Unpause(id) => write!(f, "cannot unpause container {id}"),
+            Op::Inspect(id) => write!(f, "cannot inspect container {id}"),
+            Op::Create(name) => write!(f, "cannot create container {name}"),
+            Op::Start(id) => write!(f, "cannot start container {id}"),
+            Op::Stop(id) => write!(f, "cannot stop container {id}"),
+            Op::Remove(id) => write!(f, "cannot remove container {id}"),
+            Op::Wait(name) => write!(f, "cannot wait for container {name}"),
+            Op::Read { id, path } => write!(f, "cannot read {path} in container {id}"),
+            Op::Logs(id) => write!(f, "cannot read the output of container {id}"),
+            Op::Events(_) => write!(f, "the engine's event stream failed"),
+            Op::InspectVolume(name) => write!(f, "cannot inspect volume {name}"),
+            Op::CreateVolume(name) => write!(f, "cannot create volume {name}"),
+            Op::InspectNetwork(name) => write!(f, "cannot inspect network {name}"),
+            Op::CreateNetwork(name) => write!(f, "cannot create network {name}"),
+            Op::InspectImage(image) => write!(f, "cannot inspect image {image}"),
+            Op::BuildImage(image) => write!(f, "cannot build image {image}"),
+            Op::ImportImage(image) => write!(f, "cannot import image {image}"),
+            Op::RemoveImage(image) => write!(f, "cannot remove image {image}"),
+        }
+    }
+}
+
+/// A failed engine request: the operation, the HTTP status the engine answered (none when it
+/// did not answer), and what it said.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op}: {reason}")]
+pub struct EngineError {
+    pub op: Op,
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+/// A volume as the engine describes it.
+#[derive(Debug, Clone, Default)]
+pub struct Volume {
+    pub labels: Labels,
+    pub mountpoint: String,
+}
+
+/// One item of an image build's progress.
+#[derive(Debug, Clone, Default)]
+pub struct BuildLine {
+    /// Output of the build's steps.
+    pub output: Option<String>,
+    /// The build failed, with this message.
+    pub error: Option<String>,
+}
+
+/// The engine operations the manager uses: one request each.
+pub trait Api: Send + Sync {
+    /// All the tenant's containers, running or not.
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ContainerSummary>, EngineError>>;
+    /// The running containers of ours, of any tenant, whose log label is `log`.
+    fn list_writers<'a>(
+        &'a self,
+        log: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<ContainerSummary>, EngineError>>;
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<ContainerInspectResponse, EngineError>>;
+    /// Freezes every process of a container (the cgroup freezer).
+    fn pause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn unpause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Creates a container by name; returns its id.
+    fn create<'a>(
+        &'a self,
+        name: &'a str,
+        body: ContainerCreateBody,
+    ) -> BoxFuture<'a, Result<String, EngineError>>;
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop<'a>(&'a self, id: &'a str, grace: Duration) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Forced removal: a running container is killed.
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Waits for a container to exit; its exit code.
+    fn wait<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<i64, EngineError>>;
+    /// The last `lines` lines of a container's output (what could be read of them).
+    fn logs<'a>(&'a self, id: &'a str, lines: usize) -> BoxFuture<'a, String>;
+    /// A file of a container, as a tar archive.
+    fn download<'a>(
+        &'a self,
+        id: &'a str,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, EngineError>>;
+    /// The events that change which of the tenant's servers run, from `since` on.
+    fn events(&self, tenant: &str, since: u64) -> BoxStream<'static, Result<(), EngineError>>;
+    fn volume<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Volume, EngineError>>;
+    fn create_volume<'a>(
+        &'a self,
+        name: &'a str,
+        labels: Labels,
+    ) -> BoxFuture<'a, Result<Volume, EngineError>>;
+    /// A network's labels.
+    fn network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Labels>, EngineError>>;
+    fn create_network<'a>(
+        &'a self,
+        name: &'a str,
+        labels: Labels,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// An image's labels.
+    fn image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Labels, EngineError>>;
+    /// Builds `image` from a tar `context` holding a Dockerfile.
+    fn build_image<'a>(
+        &'a self,
+        image: &'a str,
+        context: Vec<u8>,
+        args: HashMap<String, String>,
+    ) -> BoxStream<'a, Result<BuildLine, EngineError>>;
+    /// Imports a root filesystem tar as `repo:tag`.
+    fn import_image<'a>(
+        &'a self,
+        repo: &'a str,
+        tag: &'a str,
+        source: Source,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn remove_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
+
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
-    docker: Docker,
+    api: Arc<dyn Api>,
     /// On an engine of this host (a local socket; `None` otherwise), the mounts (destination,
     /// host source) of each container listed or inspected so far, by id: files in them are
     /// read on the host, not through the engine. A container's mounts never change, so an
@@ -59,6 +224,16 @@ pub enum Created {
     Exists,
 }
 
+/// The tenant's containers as one list call found them.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Its servers, by name.
+    pub servers: Vec<Server>,
+    /// Names of its containers that are not servers: one-shot helpers (such as a
+    /// certificate's maker) that a killed manager can leave behind.
+    pub helpers: Vec<String>,
+}
+
 /// What `inspect` tells about a running server.
 #[derive(Debug, Clone, Default)]
 pub struct Runtime {
@@ -67,13 +242,6 @@ pub struct Runtime {
     pub ip: Option<IpAddr>,
     pub host_port: Option<u16>,
     pub exit_code: Option<i64>,
-}
-
-fn status(e: &BollardError) -> Option<u16> {
-    match e {
-        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
 }
 
 /// The host PID of a container's main process, read from its cgroup on this host: the one
@@ -161,90 +329,30 @@ fn owned(
 /// The largest file read on the host rather than through the engine (certificates are ~1 KB).
 const MAX_HOST_READ: u64 = 1 << 20;
 
-/// The API version the engine at `socket` speaks, from the `Api-Version` header of its
-/// `/_ping` answer.
-async fn ping_version(socket: &Path) -> std::io::Result<ClientVersion> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::UnixStream::connect(socket).await?;
-    stream
-        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-        .await?;
-    // The head is enough: read until it ends, not until the engine (or a proxy in between)
-    // closes the connection.
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.len() < 64 * 1024 {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&chunk[..n]);
-    }
-    api_version(&String::from_utf8_lossy(&answer)).ok_or_else(|| {
-        std::io::Error::other(format!(
-            "{} does not answer as a Docker engine (no Api-Version in its /_ping answer)",
-            socket.display()
-        ))
-    })
-}
-
-/// `major.minor` of an `Api-Version` header in an HTTP answer's head.
-fn api_version(answer: &str) -> Option<ClientVersion> {
-    let head = answer.split("\r\n\r\n").next()?;
-    let value = head.lines().skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("api-version")
-            .then(|| value.trim())
-    })?;
-    let (major, minor) = value.split_once('.')?;
-    Some(ClientVersion {
-        major_version: major.parse().ok()?,
-        minor_version: minor.parse().ok()?,
-    })
-}
-
 /// Where the engine is, as the user would name it.
 pub fn address() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
 impl Engine {
-    /// Connects through `DOCKER_HOST` or the default socket and negotiates the API version, so
-    /// no field newer than the engine knows is ever sent. On a local socket the version comes
-    /// from `/_ping`'s header, which the engine answers at once (`/version` asks containerd).
+    /// Connects through `DOCKER_HOST` or the default socket (see [`docker::Bollard::connect`]).
     pub async fn connect() -> Result<Engine> {
-        let addr = address();
-        let unreachable = |reason: String| Error::EngineUnreachable {
-            addr: addr.clone(),
-            reason,
-        };
-        let answer = |e: std::io::Error| unreachable(e.to_string());
-        let within = |reason| unreachable(format!("no answer within 10 s{reason}"));
-        const PATIENCE: Duration = Duration::from_secs(10);
-        let Some(socket) = addr.strip_prefix("unix://") else {
-            let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-            let docker = tokio::time::timeout(PATIENCE, docker.negotiate_version())
-                .await
-                .map_err(|_| within(""))?
-                .map_err(|e| unreachable(e.to_string()))?;
-            return Ok(Engine {
-                docker,
-                mounts: None,
-            });
-        };
-        let version = tokio::time::timeout(PATIENCE, ping_version(Path::new(socket)))
-            .await
-            .map_err(|_| within(" to /_ping"))?
-            .map_err(answer)?;
-        let newest = *bollard::API_DEFAULT_VERSION;
-        let version = if version < newest { version } else { newest };
-        let docker = Docker::connect_with_unix(socket, 120, &version)
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok(Engine {
-            docker,
-            mounts: Some(Arc::default()),
-        })
+        let (api, local) = docker::Bollard::connect(&address()).await?;
+        Ok(Engine::over(Arc::new(api), local))
+    }
+
+    /// An engine over `api`; `local`: whether it runs on this host, so that its containers'
+    /// cgroups and mounts can be read here.
+    pub fn over(api: Arc<dyn Api>, local: bool) -> Engine {
+        Engine {
+            api,
+            mounts: local.then(Arc::default),
+        }
+    }
+
+    /// The operations themselves, for work with no manager's view to add (image builds).
+    pub fn api(&self) -> &dyn Api {
+        self.api.as_ref()
     }
 
     /// Whether the engine runs on this host (reached through a local socket), so that its
@@ -253,19 +361,62 @@ impl Engine {
         self.mounts.is_some()
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// Ids of the running containers of ours, of any tenant, that write the host log `log`.
+    pub async fn log_writers(&self, log: &Path) -> Result<Vec<String>> {
+        let list = self.api.list_writers(log).await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
-    /// A client for work that takes as long as it takes (image imports and builds), where the
-    /// default per-request timeout (2 minutes) would cut a slow machine off.
-    pub fn patient(&self) -> Docker {
-        self.docker.clone().with_timeout(Duration::from_secs(3600))
+    /// Freezes every process of a container: it writes nothing until [`Engine::unpause`].
+    /// One already paused counts as paused.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        match self.api.pause(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.status == Some(409) && self.paused(id).await => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Thaws a container [`Engine::pause`] froze; one gone or not paused is left as it is.
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        match self.api.unpause(id).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.status, Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn paused(&self, id: &str) -> bool {
+        self.api
+            .inspect(id)
+            .await
+            .ok()
+            .and_then(|c| c.state?.paused)
+            .unwrap_or(false)
     }
 
     /// The tenant's servers, in one list call; PIDs come from inspecting the running ones.
     pub async fn servers(&self, tenant: &str) -> Result<Vec<Server>> {
+        Ok(self.observe(tenant).await?.servers)
+    }
+
+    /// The tenant's servers and helpers, in one list call.
+    pub async fn observe(&self, tenant: &str) -> Result<Observed> {
         let list = self.containers(tenant).await?;
+        let helpers = list
+            .iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_none_or(|l| labels::from_labels(l).is_none())
+            })
+            .filter_map(|c| {
+                c.names
+                    .as_ref()?
+                    .first()
+                    .map(|n| n.trim_start_matches('/').into())
+            })
+            .collect();
         let mut servers: Vec<Server> = list.into_iter().filter_map(summary_to_server).collect();
         // The list can lag behind a container that just died. On a local engine the running
         // ones' cgroups give their PID and liveness as they are now, with no call per server;
@@ -300,47 +451,16 @@ impl Engine {
             }
         }
         servers.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(servers)
-    }
-
-    /// Names of the tenant's containers that are not servers: one-shot helpers (such as a
-    /// certificate's maker) that a killed manager can leave behind.
-    pub async fn helpers(&self, tenant: &str) -> Result<Vec<String>> {
-        Ok(self
-            .containers(tenant)
-            .await?
-            .into_iter()
-            .filter(|c| {
-                c.labels
-                    .as_ref()
-                    .is_none_or(|l| labels::from_labels(l).is_none())
-            })
-            .filter_map(|c| c.names?.first().map(|n| n.trim_start_matches('/').into()))
-            .collect())
+        Ok(Observed { servers, helpers })
     }
 
     /// All the tenant's containers, running or not, in one list call.
     async fn containers(&self, tenant: &str) -> Result<Vec<ContainerSummary>> {
-        let list = self.list(true, &labels::tenant_filter(tenant)).await?;
+        let list = self.api.list(tenant).await?;
         for c in &list {
             self.remember_mounts(c.id.as_deref(), c.mounts.as_deref());
         }
         Ok(list)
-    }
-
-    async fn list(
-        &self,
-        all: bool,
-        filters: &HashMap<String, Vec<String>>,
-    ) -> Result<Vec<ContainerSummary>> {
-        let options = ListContainersOptionsBuilder::default()
-            .all(all)
-            .filters(filters)
-            .build();
-        self.docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| Error::engine("cannot list containers", e))
     }
 
     /// Notes where a container's mounts are on the host (an engine of this host only).
@@ -367,78 +487,51 @@ impl Engine {
     }
 
     pub async fn inspect(&self, id: &str) -> Result<Runtime> {
-        self.docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map(|c| self.inspected(c))
-            .map_err(|e| Error::engine(format!("cannot inspect container {id}"), e))
+        let c = self.api.inspect(id).await?;
+        Ok(self.inspected(c))
     }
 
     /// The container of that name or id, if there is one.
     pub async fn find(&self, name: &str) -> Result<Option<Runtime>> {
-        match self
-            .docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
+        match self.api.inspect(name).await {
             Ok(c) => Ok(Some(self.inspected(c))),
-            Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(Error::engine(format!("cannot inspect container {name}"), e)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Whether an image is present locally; returns its labels.
-    pub async fn image_labels(&self, image: &str) -> Result<Option<HashMap<String, String>>> {
-        match self.docker.inspect_image(image).await {
-            Ok(i) => Ok(Some(i.config.and_then(|c| c.labels).unwrap_or_default())),
-            Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(Error::engine(format!("cannot inspect image {image}"), e)),
+    pub async fn image_labels(&self, image: &str) -> Result<Option<Labels>> {
+        match self.api.image(image).await {
+            Ok(labels) => Ok(Some(labels)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Creates the tenant's bridge network unless it exists; one of that name that is not the
     /// tenant's (by its labels) is refused, never used.
     pub async fn ensure_network(&self, name: &str, tenant: &str) -> Result<()> {
-        if let Ok(n) = self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            return owned("network", name, tenant, n.labels.as_ref());
+        if let Ok(labels) = self.api.network(name).await {
+            return owned("network", name, tenant, labels.as_ref());
         }
-        let request = NetworkCreateRequest {
-            name: name.into(),
-            driver: Some("bridge".into()),
-            labels: Some(labels::ownership(tenant, "cli").into_iter().collect()),
-            ..NetworkCreateRequest::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
+        let labels = labels::ownership(tenant, "cli").into_iter().collect();
+        match self.api.create_network(name, labels).await {
+            Ok(()) => Ok(()),
             // Another manager made it between our look and our create.
-            Err(e) if status(&e) == Some(409) => Ok(()),
-            Err(e) => Err(Error::engine(format!("cannot create network {name}"), e)),
+            Err(e) if e.status == Some(409) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Creates a labelled volume unless it exists; returns its host mount point.
     pub async fn ensure_volume(&self, name: &str, tenant: &str) -> Result<Option<String>> {
-        if let Ok(v) = self.docker.inspect_volume(name).await {
+        if let Ok(v) = self.api.volume(name).await {
             owned("volume", name, tenant, Some(&v.labels))?;
             return Ok(Some(v.mountpoint));
         }
-        let request = VolumeCreateRequest {
-            name: Some(name.into()),
-            labels: Some(labels::ownership(tenant, "cli").into_iter().collect()),
-            ..VolumeCreateRequest::default()
-        };
-        let v = self
-            .docker
-            .create_volume(request)
-            .await
-            .map_err(|e| Error::engine(format!("cannot create volume {name}"), e))?;
+        let labels = labels::ownership(tenant, "cli").into_iter().collect();
+        let v = self.api.create_volume(name, labels).await?;
         Ok(Some(v.mountpoint))
     }
 
@@ -449,15 +542,8 @@ impl Engine {
         if let Some(data) = self.read_on_host(id, Path::new(path)) {
             return Ok(data);
         }
-        let options = DownloadFromContainerOptionsBuilder::default()
-            .path(path)
-            .build();
         let what = || format!("cannot read {path} in container {id}");
-        let download = self
-            .docker
-            .download_from_container(id, Some(options))
-            .try_collect::<Vec<_>>();
-        let chunks = tokio::time::timeout(READ_TIMEOUT, download)
+        let tar = tokio::time::timeout(READ_TIMEOUT, self.api.download(id, path))
             .await
             .map_err(|_| {
                 Error::Invalid(format!(
@@ -465,9 +551,7 @@ impl Engine {
                     what(),
                     READ_TIMEOUT.as_secs()
                 ))
-            })?
-            .map_err(|e| Error::engine(what(), e))?;
-        let tar = chunks.concat();
+            })??;
         let mut archive = tar::Archive::new(tar.as_slice());
         let unreadable = |e: std::io::Error| Error::Invalid(format!("{}: {e}", what()));
         let mut entries = archive.entries().map_err(unreadable)?;
@@ -499,35 +583,26 @@ impl Engine {
     /// tenant's servers run: one item per container start, die, stop or destroy. The stream
     /// ends or yields an error when the engine goes away; the caller reconnects.
     pub fn server_events(&self, tenant: &str, since: u64) -> BoxStream<'static, Result<()>> {
-        let mut filters = labels::tenant_filter(tenant);
-        filters.insert("type".into(), vec!["container".into()]);
-        filters.insert("event".into(), SERVER_EVENTS.map(String::from).to_vec());
-        let options = EventsOptionsBuilder::default()
-            .since(&since.to_string())
-            .filters(&filters)
-            .build();
-        events_of(self.docker.events(Some(options))).boxed()
+        self.api
+            .events(tenant, since)
+            .map(|e| e.map_err(Error::from))
+            .boxed()
     }
 
     /// Creates a container by name; an existing name is reported, not an error.
     pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<Created> {
-        let options = CreateContainerOptionsBuilder::default().name(name).build();
-        match self.docker.create_container(Some(options), body).await {
-            Ok(r) => Ok(Created::New(r.id)),
-            Err(e) if status(&e) == Some(409) => Ok(Created::Exists),
-            Err(e) => Err(Error::engine(format!("cannot create container {name}"), e)),
+        match self.api.create(name, body).await {
+            Ok(id) => Ok(Created::New(id)),
+            Err(e) if e.status == Some(409) => Ok(Created::Exists),
+            Err(e) => Err(e.into()),
         }
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
-        match self
-            .docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-        {
+        match self.api.start(id).await {
             Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(304) => Ok(()),
-            Err(e) => Err(Error::engine(format!("cannot start container {id}"), e)),
+            Err(e) if e.status == Some(304) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -536,74 +611,24 @@ impl Engine {
     pub async fn remove(&self, id: &str, grace: Duration) -> Result<()> {
         // With no grace, the forced removal kills the container itself: one request, not two.
         if !grace.is_zero() {
-            let stop = StopContainerOptionsBuilder::default()
-                .t(grace.as_secs() as i32)
-                .build();
-            match self.docker.stop_container(id, Some(stop)).await {
+            match self.api.stop(id, grace).await {
                 Ok(()) => {}
-                Err(e) if matches!(status(&e), Some(304) | Some(404)) => {}
-                Err(e) => return Err(Error::engine(format!("cannot stop container {id}"), e)),
+                Err(e) if matches!(e.status, Some(304) | Some(404)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        let rm = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self.docker.remove_container(id, Some(rm)).await {
+        match self.api.remove(id).await {
             Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) if e.status == Some(404) => Ok(()),
             // Removal already under way (another manager): it will be gone.
-            Err(e) if status(&e) == Some(409) => Ok(()),
-            Err(e) => Err(Error::engine(format!("cannot remove container {id}"), e)),
+            Err(e) if e.status == Some(409) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-    }
-
-    /// Ids of the running containers of ours, of any tenant, that write the host log `log`.
-    pub async fn log_writers(&self, log: &Path) -> Result<Vec<String>> {
-        let list = self.list(false, &labels::log_writers_filter(log)).await?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
-    }
-
-    /// Freezes every process of a container (the cgroup freezer): it writes nothing until
-    /// [`Engine::unpause`]. One already paused counts as paused.
-    pub async fn pause(&self, id: &str) -> Result<()> {
-        match self.docker.pause_container(id).await {
-            Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(409) && self.paused(id).await => Ok(()),
-            Err(e) => Err(Error::engine(format!("cannot pause container {id}"), e)),
-        }
-    }
-
-    /// Thaws a container [`Engine::pause`] froze; one gone or not paused is left as it is.
-    pub async fn unpause(&self, id: &str) -> Result<()> {
-        match self.docker.unpause_container(id).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
-            Err(e) => Err(Error::engine(format!("cannot unpause container {id}"), e)),
-        }
-    }
-
-    async fn paused(&self, id: &str) -> bool {
-        self.docker
-            .inspect_container(id, None)
-            .await
-            .ok()
-            .and_then(|c| c.state?.paused)
-            .unwrap_or(false)
     }
 
     /// The last `lines` lines of a container's output.
     pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
-        let chunks: Vec<String> = self
-            .docker
-            .logs(id, Some(options))
-            .map_ok(|chunk| chunk.to_string())
-            .filter_map(|r| async move { r.ok() })
-            .collect()
-            .await;
-        chunks.concat()
+        self.api.logs(id, lines).await
     }
 
     /// Runs a one-shot container to completion, then removes it. Returns its exit code and
@@ -627,19 +652,10 @@ impl Engine {
         };
         let result = async {
             self.start(&id).await?;
-            let code = self
-                .docker
-                .wait_container(&id, None::<WaitContainerOptions>)
-                .try_collect::<Vec<_>>()
-                .await
-                .map(|r| r.last().map(|w| w.status_code).unwrap_or(0))
-                .or_else(|e| match e {
-                    BollardError::DockerContainerWaitError { code, .. } => Ok(code),
-                    e => Err(Error::engine(
-                        format!("cannot wait for container {name}"),
-                        e,
-                    )),
-                })?;
+            let code = self.api.wait(&id).await.map_err(|e| EngineError {
+                op: Op::Wait(name.into()),
+                ..e
+            })?;
             Ok((code, self.logs_tail(&id, 50).await))
         }
         .await;
@@ -650,16 +666,6 @@ impl Engine {
 
 /// The container events after which the advertised servers may differ from the running ones.
 pub const SERVER_EVENTS: [&str; 4] = ["start", "die", "stop", "destroy"];
-
-fn events_of<S, T>(events: S) -> impl Stream<Item = Result<()>>
-where
-    S: Stream<Item = std::result::Result<T, BollardError>>,
-{
-    events.map(|e| {
-        e.map(drop)
-            .map_err(|e| Error::engine("the engine's event stream failed", e))
-    })
-}
 
 /// What inspecting a container tells about it.
 fn runtime(c: ContainerInspectResponse) -> Runtime {
@@ -729,15 +735,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_api_version_comes_from_the_ping_header() {
-        let answer = "HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK";
-        let v = api_version(answer).unwrap();
-        assert_eq!((v.major_version, v.minor_version), (1, 41));
-        let lower = "HTTP/1.1 200 OK\r\napi-version:1.53\r\n\r\n";
-        assert_eq!(api_version(lower).unwrap().minor_version, 53);
-    }
-
-    #[test]
     fn a_file_in_a_mount_is_read_on_the_host_and_nothing_leads_out() {
         let dir = tempfile::tempdir().unwrap();
         let (vol, bind) = (dir.path().join("vol"), dir.path().join("bind"));
@@ -782,17 +779,5 @@ mod tests {
         assert!(other.contains("a network named n exists") && other.contains("tenant t2"));
         let foreign = owned("volume", "v", "t1", None).unwrap_err().to_string();
         assert!(foreign.contains("a volume named v exists"), "{foreign}");
-    }
-
-    #[test]
-    fn an_answer_without_a_version_is_none() {
-        for answer in [
-            "",
-            "HTTP/1.0 200 OK\r\n\r\nApi-Version: 1.41",
-            "HTTP/1.0 200 OK\r\nApi-Version: one\r\n\r\n",
-            "HTTP/1.0 200 OK\r\nApi-Version: 1\r\n\r\n",
-        ] {
-            assert!(api_version(answer).is_none(), "{answer:?}");
-        }
     }
 }
