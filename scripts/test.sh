@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: lints, unit tests, the tests against the real engine, image and stap
 # client (which build the image on first use; the kernel debuginfo and systemtap's examples
-# they compile are fetched once into a cache, scripts/test-prerequisites.sh), then a short fuzzing run of the configuration
-# parser and of option resolution (FUZZ_SECONDS per target; README: Reliability).
+# they compile are fetched once into a cache by scripts/test-prerequisites.sh), then a short
+# fuzzing run of the configuration parser and of option resolution (FUZZ_SECONDS per target;
+# README: Reliability).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prerequisites.sh

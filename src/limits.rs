@@ -160,7 +160,7 @@ pub fn seconds(v: &str) -> Result<u64, String> {
 /// The limits a server gets when nothing else is configured: enough for a kernel module build,
 /// small enough that one tenant's request cannot starve the host.
 pub const DEFAULT: Resolved = Resolved {
-    memory: 1 << 30,
+    memory: 4 << 30,
     nano_cpus: 1_000_000_000,
     pids: 256,
     tmp_size: 256 << 20,
