@@ -36,6 +36,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long an interrupted manager waits for the engine to finish a create it asked for.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The time step of stap-gen-cert's serial numbers (2^19 µs), with room to spare.
+const SERIAL_STEP: Duration = Duration::from_millis(600);
 
 /// Whether something accepts connections at an address.
 pub type Reach = fn(SocketAddr) -> BoxFuture<'static, bool>;
@@ -348,9 +350,16 @@ impl Executor {
             return Ok(());
         }
         let body = body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant, &p.host_name);
+        // stap-gen-cert numbers a certificate by the time, in steps of 2^19 µs: two made in
+        // the same step would share a serial, which the client trust databases take for one
+        // certificate (trusting or revoking one would do it to the other). One at a time on
+        // this host, each a step after the last.
+        let serial = lock::Lock::wait(Path::new(lock::HOST_DIR), "certificate-serial").await?;
         self.cleanup.add(&init, Some(lock), None);
         let ran = self.engine.run_once(&init, body).await;
         self.cleanup.done(&init);
+        tokio::time::sleep(SERIAL_STEP).await;
+        drop(serial);
         let (code, out) = ran?;
         if code != 0 {
             return Err(Error::Invalid(format!(

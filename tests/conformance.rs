@@ -338,7 +338,7 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
     copy_examples(&root, &ref_work);
     copy_examples(&root, &server_work);
     let server = view::start(&env, &release);
-    view::check(&env, &server, &release);
+    let server_first = view::check(&env, &server, &release);
     let (port, client) = (server.port, server.client.clone());
     let reference = reference(&env, &ref_work);
     // The reference's first tracepoint compile, as the server's above: both caches warm
@@ -357,10 +357,7 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
         "probe kernel.trace(\"sched:sched_switch\") { printf(\"%s\\n\", $next->comm$); exit() }",
     ]);
     assert!(warm.status.success(), "reference: {}", text(&warm));
-    println!(
-        "reference's first tracepoint compile: {:.1?}",
-        started.elapsed()
-    );
+    let ref_first = started.elapsed();
 
     // Two at a time (the machine's cores): each example's reference and server compiles
     // are separate jobs, so the two kinds share the machine alike.
@@ -418,11 +415,21 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
     let results = results.into_inner().unwrap();
     let (mut ref_ok, mut server_ok, mut ref_secs, mut server_secs) = (0, 0, 0.0, 0.0);
     let mut failures = Vec::new();
-    println!("\n{:<40} {:>14} {:>14}", "example", "reference", "server");
+    // The table, also written where CI keeps the test's files (read it after a passing run).
+    let mut table = String::new();
+    let mut line = |l: String| {
+        println!("{l}");
+        table.push_str(&l);
+        table.push('\n');
+    };
+    line(format!(
+        "{:<40} {:>14} {:>14}",
+        "example", "reference", "server"
+    ));
     for (ex, [r, s]) in examples.iter().zip(&results) {
         let (r, s) = (r.as_ref().unwrap(), s.as_ref().unwrap());
         let word = |o: &Outcome| format!("{} {:>6.1}s", if o.ok { "ok" } else { "FAIL" }, o.secs);
-        println!("{:<40} {:>14} {:>14}", ex.name, word(r), word(s));
+        line(format!("{:<40} {:>14} {:>14}", ex.name, word(r), word(s)));
         if r.ok {
             ref_ok += 1;
             if s.ok {
@@ -430,27 +437,31 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
                 ref_secs += r.secs;
                 server_secs += s.secs;
             } else if let Some(why) = known_difference(&ex.name) {
-                println!(
+                line(format!(
                     "    server: {} (systemtap's client and server: {why})",
                     s.error
-                );
+                ));
             } else {
                 failures.push(format!("{}: {}", ex.name, s.error));
             }
         } else {
-            println!("    reference: {}", r.error);
+            line(format!("    reference: {}", r.error));
             if s.ok {
                 server_ok += 1;
             }
         }
     }
-    println!(
-        "\ntried {}, reference ok {ref_ok}, server ok {server_ok}; compile time of the \
+    line(format!(
+        "tried {}, reference ok {ref_ok}, server ok {server_ok}; compile time of the \
          examples both compiled: reference {ref_secs:.1} s, server {server_secs:.1} s, \
-         ratio {:.2}",
+         ratio {:.2}; first tracepoint compiles: server {server_first:.1?}, reference \
+         {ref_first:.1?}",
         examples.len(),
         server_secs / ref_secs.max(f64::EPSILON)
-    );
+    ));
+    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance.txt");
+    std::fs::write(&report, table).unwrap();
+    println!("written to {}", report.display());
     assert!(
         failures.is_empty(),
         "{} examples compile in the reference but not through the server:\n{}",

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Env, stap, text, trust};
 
@@ -61,8 +61,8 @@ pub fn start(env: &Env, release: &str) -> ViewServer {
     s
 }
 
-/// The checks of the server's view.
-pub fn check(env: &Env, s: &ViewServer, release: &str) {
+/// The checks of the server's view; returns how long the first tracepoint compile took.
+pub fn check(env: &Env, s: &ViewServer, release: &str) -> Duration {
     let (client, port, r) = (&s.client, s.port, release);
     // Tracepoints need the source tree (Debian's -common headers).
     let module = |name: &str, script: &str| {
@@ -71,8 +71,9 @@ pub fn check(env: &Env, s: &ViewServer, release: &str) {
         ok(&format!("{name}: {script}"), &out);
         assert!(client.join(format!("{name}.ko")).is_file());
         println!("{script}: {:.1?}", started.elapsed());
+        started.elapsed()
     };
-    module(
+    let first = module(
         "tp",
         "probe kernel.trace(\"sched:sched_switch\") { printf(\"%s\\n\", $next->comm$); exit() }",
     );
@@ -152,6 +153,7 @@ pub fn check(env: &Env, s: &ViewServer, release: &str) {
         ),
         "{log}"
     );
+    first
 }
 
 /// The systemtap version the image carries (its label).
