@@ -62,6 +62,23 @@ pub struct GlobalConfig {
 /// Where the classic service keeps its global configuration.
 pub const DEFAULT_GLOBAL_FILE: &str = "/etc/sysconfig/stap-server";
 
+impl GlobalConfig {
+    /// The tenant everything is scoped by: `TENANT`, else the default one. Decided here only.
+    pub fn tenant_name(&self) -> String {
+        self.tenant
+            .clone()
+            .unwrap_or_else(|| crate::spec::DEFAULT_TENANT.into())
+    }
+
+    /// The image of servers whose options and file name none: `IMAGE`, else the default one.
+    /// Decided here only.
+    pub fn default_image(&self) -> String {
+        self.image
+            .clone()
+            .unwrap_or_else(|| crate::spec::DEFAULT_IMAGE.into())
+    }
+}
+
 impl Default for GlobalConfig {
     fn default() -> Self {
         GlobalConfig {

@@ -21,10 +21,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn tenant(&self) -> String {
-        self.global
-            .tenant
-            .clone()
-            .unwrap_or_else(|| spec::DEFAULT_TENANT.into())
+        self.global.tenant_name()
     }
 
     /// The servers a start-like action makes when none is named: the configured ones, else
@@ -141,6 +138,5 @@ pub fn image_name(opts: &[Opt], global: &GlobalConfig) -> String {
             Opt::Image(i) => Some(i.clone()),
             _ => None,
         })
-        .or_else(|| global.image.clone())
-        .unwrap_or_else(|| spec::DEFAULT_IMAGE.into())
+        .unwrap_or_else(|| global.default_image())
 }

@@ -398,10 +398,7 @@ fn expand(
             let i = *next;
             *next += 1;
             ServerSpec {
-                tenant: global
-                    .tenant
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_TENANT.into()),
+                tenant: global.tenant_name(),
                 arch: cfg.arch.clone().unwrap_or_else(|| host.arch.clone()),
                 release,
                 user: cfg
@@ -429,8 +426,7 @@ fn expand(
                     .image
                     .clone()
                     .or_else(|| cfg.image.clone())
-                    .or_else(|| global.image.clone())
-                    .unwrap_or_else(|| DEFAULT_IMAGE.into()),
+                    .unwrap_or_else(|| global.default_image()),
                 limits: overrides
                     .limits
                     .over(cfg.limits)
