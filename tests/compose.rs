@@ -113,7 +113,7 @@ fn the_shipped_compose_file_serves_the_stock_client() {
         listed.status.success() && out.contains("$count:size_t"),
         "-L kernel.function: {out}"
     );
-    assert!(!out.contains("does not match the DNS name"), "{out}");
+    assert!(!out.contains(common::view::NAME_WARNING), "{out}");
 
     // The announce service advertises it from the host's avahi directory.
     let record = poll(|| {
