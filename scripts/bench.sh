@@ -3,7 +3,7 @@
 # single-server figures (issue 7). Prints figures (medians of BENCH_RUNS runs, default 3) and
 # ratios, measured side by side in one run.
 #
-#   scripts/bench.sh [start multi classic status compile memory image image-from-nothing]
+#   scripts/bench.sh [start multi classic status requests compile memory image image-from-nothing]
 #
 # No argument runs every section but image-from-nothing (which removes and rebuilds the
 # images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them).
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-3}
 MANY=${BENCH_MANY:-50}
-ALL=(start multi classic status compile memory image)
+ALL=(start multi classic status requests compile memory image)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL[@]}")
 want() { local s; for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -170,6 +170,44 @@ echo "machine: $(nproc) cores, $(. /etc/os-release; echo "$PRETTY_NAME"), docker
 ss start -r bench1 >/dev/null
 ss stop >/dev/null
 
+# proxied LOG CMD...: runs CMD with the engine reached through a proxy of its socket that
+# writes each request line (method and path) to LOG.
+proxied() {
+  local log=$1 sock=$W/proxy-$RANDOM.sock
+  shift
+  python3 - "$sock" "$log" <<'EOF' &
+import os, re, socket, sys, threading
+path, log = sys.argv[1], open(sys.argv[2], "a", buffering=1)
+srv = socket.socket(socket.AF_UNIX); srv.bind(path); srv.listen(64)
+req = re.compile(rb"(GET|POST|PUT|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
+def pipe(a, b, record):
+    try:
+        while (d := a.recv(65536)):
+            if record:
+                for m in req.finditer(d): log.write(m.group(1).decode() + " " + m.group(2).decode() + "\n")
+            b.sendall(d)
+    except OSError: pass
+    finally:
+        for s in (a, b):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+while True:
+    c, _ = srv.accept()
+    u = socket.socket(socket.AF_UNIX); u.connect("/var/run/docker.sock")
+    threading.Thread(target=pipe, args=(c, u, True), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, False), daemon=True).start()
+EOF
+  PROXY_PID=$!
+  for k in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  local rc=0
+  DOCKER_HOST=unix://$sock "$@" || rc=$?
+  sleep 0.2
+  kill "$PROXY_PID"; PROXY_PID=
+  return $rc
+}
+# lists LOG: how many container list calls LOG holds.
+lists() { grep -cE '^GET (/v[0-9.]+)?/containers/json' "$1" || true; }
+
 if want start; then
   banner "a. start of one server vs docker run -d + wait for IP:5600"
   ours=(); raw=()
@@ -282,36 +320,10 @@ if want status; then
       ps+=("$(elapsed docker ps --filter "label=io.stap-server.tenant=$T")")
     done
     if [ -z "$calls" ]; then
-      # Count the engine requests of one `status`, through a logging proxy of the socket.
-      python3 - "$W/proxy.sock" "$W/proxy.log" <<'EOF' &
-import os, re, socket, sys, threading
-path, log = sys.argv[1], open(sys.argv[2], "a", buffering=1)
-srv = socket.socket(socket.AF_UNIX); srv.bind(path); srv.listen(64)
-req = re.compile(rb"(GET|POST|PUT|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
-def pipe(a, b, record):
-    try:
-        while (d := a.recv(65536)):
-            if record:
-                for m in req.finditer(d): log.write(m.group(1).decode() + " " + m.group(2).decode() + "\n")
-            b.sendall(d)
-    except OSError: pass
-    finally:
-        for s in (a, b):
-            try: s.shutdown(socket.SHUT_RDWR)
-            except OSError: pass
-while True:
-    c, _ = srv.accept()
-    u = socket.socket(socket.AF_UNIX); u.connect("/var/run/docker.sock")
-    threading.Thread(target=pipe, args=(c, u, True), daemon=True).start()
-    threading.Thread(target=pipe, args=(u, c, False), daemon=True).start()
-EOF
-      PROXY_PID=$!
-      for k in $(seq 50); do [ -S "$W/proxy.sock" ] && break; sleep 0.1; done
-      DOCKER_HOST=unix://$W/proxy.sock ss status >/dev/null
-      sleep 0.2
-      kill "$PROXY_PID"; PROXY_PID=
+      # Count the engine requests of one `status`.
+      proxied "$W/proxy.log" ss status >/dev/null
       calls=$(sed 's|^\(\S* \)/v[0-9.]*/|\1/|; s|?.*||' "$W/proxy.log" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2" "$3, $1; sep="; "}')
-      lists=$(grep -cE '^GET (/v[0-9.]+)?/containers/json' "$W/proxy.log" || true)
+      lists=$(lists "$W/proxy.log")
       per=$(grep -cE '^GET (/v[0-9.]+)?/containers/[^/?]+/(json|archive)' "$W/proxy.log" || true)
     fi
     stopn+=("$(elapsed ss stop)")
@@ -327,6 +339,17 @@ EOF
   note "status: $lists list call(s), $per per-container call(s) for $MANY servers"
   row "stop ($MANY) vs stop (1)" "$(median "${stopn[@]}")" "$(median "${stop1[@]}")" "goal <=2x"
   row "stop ($MANY) vs docker rm -f of the $MANY" "$(median "${stopn[@]}")" "$(median "${rmn[@]}")" "(engine bound)"
+fi
+
+if want requests; then
+  banner "h. engine requests of one action on one server"
+  for action in "start -r bench1" "restart -r bench1" "status" "stop"; do
+    log=$W/requests-${action%% *}.log
+    # shellcheck disable=SC2086
+    proxied "$log" ss $action >/dev/null 2>&1
+    calls=$(sed 's|^\(\S* \)/v[0-9.]*/|\1/|; s|?.*||; s|/containers/[^/]*/|/containers/ID/|' "$log" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2" "$3, $1; sep="; "}')
+    note "$(printf '%-20s %s list call(s), %s requests: %s' "$action" "$(lists "$log")" "$(wc -l < "$log")" "$calls")"
+  done
 fi
 
 if want compile; then

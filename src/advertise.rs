@@ -149,13 +149,12 @@ impl Publisher {
     /// in the directory, never sees a partial file. Nothing is written when the file already
     /// has this content, so an unchanged server does not make avahi re-announce everything.
     pub fn publish(&self, key: &str, a: &Advert) -> io::Result<bool> {
+        if self.is_published(key, a) {
+            return Ok(false);
+        }
         let name = Self::file_name(key);
         let path = self.dir.join(&name);
         let xml = service_xml(a);
-        // An unreadable old file is simply replaced; if that fails too, the write reports why.
-        if fs::read(&path).is_ok_and(|old| old == xml.as_bytes()) {
-            return Ok(false);
-        }
         // avahi only reads `*.service`, and the leading dot keeps the file out of listings.
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let result = write_synced(&tmp, xml.as_bytes()).and_then(|()| fs::rename(&tmp, &path));
@@ -163,6 +162,13 @@ impl Publisher {
             let _ = fs::remove_file(&tmp);
         }
         result.map(|()| true)
+    }
+
+    /// Whether the service file for `key` says exactly `a`. An unreadable file does not (it
+    /// is simply replaced; if that fails too, the write reports why).
+    pub fn is_published(&self, key: &str, a: &Advert) -> bool {
+        let path = self.dir.join(Self::file_name(key));
+        fs::read(&path).is_ok_and(|old| old == service_xml(a).as_bytes())
     }
 
     /// Removes the service file for `key`; returns whether there was one.
@@ -345,7 +351,9 @@ mod tests {
         let p = Publisher::new(dir.path());
         let a = example();
 
+        assert!(!p.is_published("stap-a", &a));
         assert!(p.publish("stap-a", &a).unwrap());
+        assert!(p.is_published("stap-a", &a));
         assert!(
             !p.publish("stap-a", &a).unwrap(),
             "identical content is not rewritten"

@@ -6,7 +6,7 @@
 //! however it ended. The actions reconcile after they change something; `announce` follows
 //! the engine's events and reconciles after each batch, reconnecting when the engine goes away.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,9 +16,8 @@ use futures_util::StreamExt;
 use crate::advertise::{Advert, Publisher, optinfo};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::image;
 use crate::spec::Server;
-use crate::{body, certinfo};
+use crate::{body, certinfo, image, lock};
 
 /// Where avahi-daemon accepts its clients; present while it runs.
 pub const AVAHI_SOCKET: &str = "/run/avahi-daemon/socket";
@@ -233,18 +232,8 @@ pub async fn wanted(
 /// Makes the tenant's service files in `publisher`'s directory describe exactly its running
 /// servers: one list call, then only the files that differ are written or removed.
 pub async fn reconcile(engine: &Engine, tenant: &str, publisher: &Publisher) -> Result<Outcome> {
-    reconcile_knowing(engine, tenant, publisher, &mut Known::default()).await
-}
-
-/// [`reconcile`], with what the caller read already.
-pub async fn reconcile_knowing(
-    engine: &Engine,
-    tenant: &str,
-    publisher: &Publisher,
-    known: &mut Known,
-) -> Result<Outcome> {
     let servers = engine.servers(tenant).await?;
-    let (wanted, failed) = wanted(engine, tenant, &servers, known).await;
+    let (wanted, failed) = wanted(engine, tenant, &servers, &mut Known::default()).await;
     let mut outcome = Outcome {
         failed,
         ..Outcome::default()
@@ -252,31 +241,109 @@ pub async fn reconcile_knowing(
     if !publisher.dir().is_dir() {
         return Ok(outcome);
     }
-    let dir = publisher.dir();
     let published = publisher
         .published(&prefix(tenant))
-        .map_err(|e| Error::io("cannot read", dir, e))?;
+        .map_err(|e| Error::io("cannot read", publisher.dir(), e))?;
     for change in changes(&wanted, &published) {
-        match change {
-            Change::Publish(k, a) => {
-                if publisher
-                    .publish(&k, &a)
-                    .map_err(|e| Error::io("cannot write a service file in", dir, e))?
-                {
-                    outcome.published.push(k);
-                }
+        apply(publisher, change, &mut outcome)?;
+    }
+    Ok(outcome)
+}
+
+/// After an action, makes the tenant's service files match its servers without listing them
+/// again (a list is the costliest call an action makes).
+///
+/// `own` are the servers the action started or found running, whose locks the caller holds:
+/// their files are written as they are. `gone` are the names it stopped, whose files were
+/// withdrawn under their locks. Every other server is as `observed` when the action began;
+/// a file that differs from what that says is changed only under the server's lock, taken
+/// only if it is free (a manager holding it hands that server over itself), and after a look
+/// at the container of that name: still running on the observed port for a file written,
+/// no longer running for a file removed. That look is the re-check of what a concurrent
+/// manager may have changed since the list.
+pub async fn after_action(
+    engine: &Engine,
+    tenant: &str,
+    publisher: &Publisher,
+    lock_dir: &Path,
+    changed: (&[Server], &BTreeSet<String>),
+    observed: &[Server],
+    known: &mut Known,
+) -> Result<Outcome> {
+    let (own, gone) = changed;
+    let mut outcome = Outcome::default();
+    if !publisher.dir().is_dir() {
+        return Ok(outcome);
+    }
+    let (mine, failed) = wanted(engine, tenant, own, known).await;
+    outcome.failed = failed;
+    for (k, a) in mine {
+        apply(publisher, Change::Publish(k, a), &mut outcome)?;
+    }
+    let touched: BTreeSet<&str> = own
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(gone.iter().map(String::as_str))
+        .collect();
+    let others: Vec<Server> = observed
+        .iter()
+        .filter(|s| !touched.contains(s.name.as_str()))
+        .cloned()
+        .collect();
+    let (theirs, failed) = wanted(engine, tenant, &others, known).await;
+    outcome.failed.extend(failed);
+    let prefix = prefix(tenant);
+    let published: Vec<String> = publisher
+        .published(&prefix)
+        .map_err(|e| Error::io("cannot read", publisher.dir(), e))?
+        .into_iter()
+        .filter(|k| !touched.contains(&k[prefix.len()..]))
+        .collect();
+    for change in changes(&theirs, &published) {
+        let key = match &change {
+            Change::Publish(k, a) if publisher.is_published(k, a) => continue,
+            Change::Publish(k, _) | Change::Withdraw(k) => k,
+        };
+        let name = &key[prefix.len()..];
+        let Some(_lock) = lock::Lock::try_take(lock_dir, name)? else {
+            continue;
+        };
+        let now = engine.find(name).await?;
+        let still = match &change {
+            Change::Publish(_, a) => {
+                now.is_some_and(|rt| rt.state == "running" && rt.host_port == Some(a.port))
             }
-            Change::Withdraw(k) => {
-                if publisher
-                    .withdraw(&k)
-                    .map_err(|e| Error::io("cannot remove a service file in", dir, e))?
-                {
-                    outcome.withdrawn.push(k);
-                }
-            }
+            Change::Withdraw(_) => now.is_none_or(|rt| rt.state != "running"),
+        };
+        if still {
+            apply(publisher, change, &mut outcome)?;
         }
     }
     Ok(outcome)
+}
+
+/// Writes or removes one service file, noting it in `outcome` when something changed.
+fn apply(publisher: &Publisher, change: Change, outcome: &mut Outcome) -> Result<()> {
+    let dir = publisher.dir();
+    match change {
+        Change::Publish(k, a) => {
+            if publisher
+                .publish(&k, &a)
+                .map_err(|e| Error::io("cannot write a service file in", dir, e))?
+            {
+                outcome.published.push(k);
+            }
+        }
+        Change::Withdraw(k) => {
+            if publisher
+                .withdraw(&k)
+                .map_err(|e| Error::io("cannot remove a service file in", dir, e))?
+            {
+                outcome.withdrawn.push(k);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prints what a reconciliation did, one line per file, on standard error.

@@ -134,7 +134,7 @@ async fn service(action: Action, opts: &[Opt], json: bool, cleanup: Cleanup) -> 
         exec.remove_leftovers(&observed.helpers).await?;
     }
     ok &= exec.start(&change.starts).await?;
-    exec.announce_and_hand_over().await;
+    exec.announce_and_hand_over(&observed.servers).await;
     Ok(Exit::of(ok))
 }
 

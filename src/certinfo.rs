@@ -95,13 +95,13 @@ fn element<'a>(input: &'a [u8], what: &str) -> Result<(u8, &'a [u8], &'a [u8]), 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 
     /// A self-signed certificate with serial `serial` (as openssl's `-set_serial` takes it),
     /// in DER, made by openssl.
-    fn openssl_cert(serial: &str) -> Vec<u8> {
+    pub(crate) fn openssl_cert(serial: &str) -> Vec<u8> {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = dir.path().join("stap.cert");
         let status = Command::new("openssl")

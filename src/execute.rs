@@ -52,6 +52,15 @@ pub struct Executor {
     handed: Vec<String>,
     /// Image versions and certificate serials read on the way, for the advertisements.
     known: Known,
+    /// Writes the advertisements (avahi's service files).
+    publisher: Publisher,
+    /// The servers this action started or found running, advertised when it ends.
+    started: Vec<Server>,
+    /// The names of the servers this action stopped.
+    stopped: BTreeSet<String>,
+    /// Locks of servers found running, held like those of the servers made until the action
+    /// hands them over.
+    held: Vec<lock::Lock>,
     /// The stap client that adds servers to the host's trust (none: they are not added).
     stap: Option<PathBuf>,
     /// How readiness is probed (a TCP connection).
@@ -63,10 +72,14 @@ impl Executor {
         Executor {
             engine,
             report: Report::new(&settings.global.log_file),
-            settings,
             cleanup,
             handed: Vec::new(),
             known: Known::default(),
+            publisher: Publisher::new(settings.global.avahi_services_path.clone()),
+            started: Vec::new(),
+            stopped: BTreeSet::new(),
+            held: Vec::new(),
+            settings,
             stap: trust::client(),
             reach: |addr| connects(addr).boxed(),
         }
@@ -105,6 +118,7 @@ impl Executor {
     pub async fn stop(&mut self, steps: &[Stop]) -> bool {
         let engine = self.engine.clone();
         let lock_dir = self.lock_dir();
+        let publisher = &self.publisher;
         let results: Vec<Result<()>> = stream::iter(steps.iter().map(|step| {
             let engine = engine.clone();
             async move {
@@ -118,10 +132,15 @@ impl Executor {
                             &server.id,
                             &server.spec.tenant,
                         )?;
-                        // Its advertisement goes with the action's reconciliation, which
-                        // also keeps that of a server of that name made since.
                         engine.remove(&server.id, STOP_GRACE).await?;
-                        stopping.done()
+                        stopping.done()?;
+                        // Withdrawn under the lock: no server of that name is made meanwhile
+                        // whose advertisement this would take away.
+                        let key = announce::key(&server.spec.tenant, &server.name);
+                        if let Err(e) = publisher.withdraw(&key) {
+                            eprintln!("stap-server: cannot withdraw the advertisement {key}: {e}");
+                        }
+                        Ok(())
                     }
                     _ => Ok(()),
                 }
@@ -154,6 +173,9 @@ impl Executor {
                 Stop::Remove(server) => {
                     let what = format!("stap-server {}", report::running_options(server));
                     self.report.say(format!("Stopping {what}"));
+                    if result.is_ok() {
+                        self.stopped.insert(server.name.clone());
+                    }
                     ok &= result.is_ok();
                     self.report
                         .outcome(&format!("{what} stop"), result.map_err(|e| e.to_string()));
@@ -306,8 +328,9 @@ impl Executor {
             self.report
                 .outcome(&format!("{what} start"), outcome.map(|_| ()));
         }
-        drop(found_locks);
+        self.held.extend(found_locks);
         self.trust(&started).await;
+        self.started.extend(started);
         Ok(ok)
     }
 
@@ -414,20 +437,27 @@ impl Executor {
         }
     }
 
-    /// Makes the tenant's mDNS advertisements match its running servers, after an action
-    /// changed them, then hands over the servers it made. The servers are listed again here:
-    /// what runs now includes what concurrent managers changed meanwhile, and their
-    /// advertisements must not be undone. Where avahi is absent it says so once; a failure
-    /// is said, not fatal.
-    pub async fn announce_and_hand_over(mut self) {
+    /// Brings the tenant's mDNS advertisements up to date after an action changed its servers
+    /// (`observed`: as listed when the action began; see [`announce::after_action`]), then
+    /// hands over the servers it made. Where avahi is absent it says so once; a failure is
+    /// said, not fatal.
+    pub async fn announce_and_hand_over(mut self, observed: &[Server]) {
         let tenant = self.settings.tenant();
-        let dir = self.settings.global.avahi_services_path.clone();
-        if let Some(warning) = Avahi::probe(&dir).warning(&dir) {
+        let dir = self.publisher.dir();
+        if let Some(warning) = Avahi::probe(dir).warning(dir) {
             self.report.say(warning);
         }
-        let publisher = Publisher::new(dir);
-        match announce::reconcile_knowing(&self.engine, &tenant, &publisher, &mut self.known).await
-        {
+        let outcome = announce::after_action(
+            &self.engine,
+            &tenant,
+            &self.publisher,
+            &self.settings.global.stat_path,
+            (&self.started, &self.stopped),
+            observed,
+            &mut self.known,
+        )
+        .await;
+        match outcome {
             Ok(outcome) => {
                 for (name, reason) in outcome.failed {
                     eprintln!("stap-server: cannot advertise {name}: {reason}");
@@ -435,6 +465,7 @@ impl Executor {
             }
             Err(e) => eprintln!("stap-server: cannot update the mDNS advertisements: {e}"),
         }
+        drop(std::mem::take(&mut self.held));
         // Handed over only now, whole, trusted and advertised, with no await after: an
         // interrupt before this removes what the action made.
         for name in &self.handed {
@@ -664,7 +695,7 @@ mod tests {
     use crate::engine::Op as Call;
     use crate::engine::fake::Fake;
     use crate::plan;
-    use crate::spec::{DEFAULT_IMAGE, Host};
+    use crate::spec::{DEFAULT_IMAGE, Host, Target};
 
     fn spec(release: &str) -> ServerSpec {
         ServerSpec::example(release)
@@ -803,6 +834,109 @@ mod tests {
             fake.containers(),
             specs.iter().map(body::container_name).collect::<Vec<_>>()
         );
+    }
+
+    /// The advertisement files in the test's avahi directory.
+    fn adverts(exec: &Executor) -> Vec<String> {
+        exec.publisher.published("").unwrap()
+    }
+
+    fn adverts_in(dir: &Path) -> Vec<String> {
+        Publisher::new(dir.join("avahi")).published("").unwrap()
+    }
+
+    /// A running server, as listed.
+    fn running_example() -> Server {
+        let spec = spec("x");
+        Server {
+            name: body::container_name(&spec),
+            id: "id".into(),
+            state: "running".into(),
+            pid: None,
+            host_port: Some(1),
+            managed_by_cli: true,
+            kernel_release: "x".into(),
+            cert_volume: body::cert_volume("default", &spec.user),
+            spec,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_action_advertises_from_its_one_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut exec, fake) = executor(dir.path());
+        std::fs::create_dir(dir.path().join("avahi")).unwrap();
+        let key = |s: &ServerSpec| announce::key("default", &body::container_name(s));
+        let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(spec);
+        // a runs, not advertised yet; b runs and is to be stopped; d exited, its
+        // advertisement left over.
+        running(&fake, &a);
+        running(&fake, &b);
+        let p = prepared(&d);
+        let d_body = body::container_body(&d, &p.tree, p.who, "cli", None, &p.host_name);
+        fake.add_container(&p.name, d_body, false);
+        let observed = exec.engine.observe("default").await.unwrap();
+        let cert_path = announce::cert_path(&observed.servers[0]);
+        fake.add_file(&cert_path, crate::certinfo::tests::openssl_cert("0x0102"));
+        let advert = announce::advert(&observed.servers[0], "5.1", "01:02").unwrap();
+        for s in [&b, &d] {
+            exec.publisher.publish(&key(s), &advert).unwrap();
+        }
+        // e: made and advertised by a concurrent manager after the list; left alone.
+        running(&fake, &e);
+        exec.publisher.publish(&key(&e), &advert).unwrap();
+        fake.take_calls();
+
+        let targets = [Target::Server(b.clone())];
+        assert!(
+            exec.stop(&plan::stop(Some(&targets), &observed.servers))
+                .await
+        );
+        assert_eq!(
+            adverts(&exec),
+            [key(&d), key(&e)],
+            "withdrawn with the stop"
+        );
+        let steps = plan::start(std::slice::from_ref(&c), &observed.servers);
+        assert!(exec.make(&steps, &[prepared(&c)]).await.unwrap());
+        exec.announce_and_hand_over(&observed.servers).await;
+
+        let calls = fake.take_calls();
+        assert!(
+            !calls.iter().any(|c| matches!(c, Call::List(_))),
+            "{calls:?}"
+        );
+        assert_eq!(adverts_in(dir.path()), [key(&a), key(&c), key(&e)]);
+        // The new one's file says its port and its certificate's serial.
+        let xml = std::fs::read_to_string(
+            dir.path()
+                .join("avahi")
+                .join(Publisher::file_name(&key(&c))),
+        )
+        .unwrap();
+        assert!(xml.contains(&format!("<port>{}</port>", crate::engine::fake::HOST_PORT)));
+        assert!(xml.contains("certinfo=01:02"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn an_advertisement_whose_server_is_locked_by_another_manager_is_left_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exec, fake) = executor(dir.path());
+        std::fs::create_dir(dir.path().join("avahi")).unwrap();
+        let d = spec("d");
+        let p = prepared(&d);
+        let d_body = body::container_body(&d, &p.tree, p.who, "cli", None, &p.host_name);
+        fake.add_container(&p.name, d_body, false);
+        let key = announce::key("default", &p.name);
+        let observed = exec.engine.observe("default").await.unwrap();
+        let mut advert = announce::advert(&running_example(), "5.1", "01:02").unwrap();
+        advert.port = 1;
+        exec.publisher.publish(&key, &advert).unwrap();
+        // Another manager is starting d again.
+        let lock = lock::Lock::take(&exec.settings.global.stat_path, &p.name).unwrap();
+        exec.announce_and_hand_over(&observed.servers).await;
+        assert_eq!(adverts_in(dir.path()), std::slice::from_ref(&key));
+        drop(lock);
     }
 
     #[tokio::test]

@@ -27,6 +27,16 @@ impl Lock {
         Ok(Lock { _file: file })
     }
 
+    /// `dir/NAME.lock` if it is free now, else `None` (another manager holds it).
+    pub fn try_take(dir: &Path, name: &str) -> Result<Option<Lock>> {
+        let (path, file) = open(dir, name)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lock { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
+        }
+    }
+
     /// Waits until `dir/NAME.lock` is ours without blocking a thread, so that a task waiting
     /// for a lock that another manager holds can still be cancelled (interrupted).
     pub async fn wait(dir: &Path, name: &str) -> Result<Lock> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
     ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, NetworkSettings, PortBinding,
+    PortSummary,
 };
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -16,6 +17,9 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::{Api, BuildLine, EngineError, Labels, Op, Source, Volume};
 use crate::body::SERVER_PORT;
+
+/// The host port every running container publishes its server on.
+pub const HOST_PORT: u16 = 40000;
 
 struct Container {
     id: String,
@@ -30,6 +34,8 @@ struct State {
     images: HashMap<String, Labels>,
     volumes: HashMap<String, Volume>,
     networks: HashMap<String, Labels>,
+    /// What reading a path in any container gives.
+    files: HashMap<String, Vec<u8>>,
 }
 
 /// The fake engine.
@@ -95,6 +101,15 @@ impl Fake {
             .insert(name.into(), labels);
     }
 
+    /// A file every container holds at `path`, for reads through the engine.
+    pub fn add_file(&self, path: &str, content: Vec<u8>) {
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(path.into(), content);
+    }
+
     /// The names of the containers there are now.
     pub fn containers(&self) -> Vec<String> {
         self.state
@@ -151,6 +166,13 @@ impl Api for Fake {
                 } else {
                     ContainerSummaryStateEnum::EXITED
                 }),
+                ports: c.running.then(|| {
+                    vec![PortSummary {
+                        private_port: SERVER_PORT,
+                        public_port: Some(HOST_PORT),
+                        ..PortSummary::default()
+                    }]
+                }),
                 ..ContainerSummary::default()
             })
             .collect();
@@ -188,7 +210,7 @@ impl Api for Fake {
                         format!("{SERVER_PORT}/tcp"),
                         Some(vec![PortBinding {
                             host_ip: None,
-                            host_port: Some("40000".into()),
+                            host_port: Some(HOST_PORT.to_string()),
                         }]),
                     )])),
                     ..NetworkSettings::default()
@@ -298,7 +320,19 @@ impl Api for Fake {
             path: path.into(),
         };
         self.record(op.clone());
-        async move { Err(not_found(op)) }.boxed()
+        // The engine answers with a tar archive of the one file.
+        let found = self.state.lock().unwrap().files.get(path).map(|content| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            let mut archive = tar::Builder::new(Vec::new());
+            let name = Path::new(path).file_name().expect("a file path");
+            archive
+                .append_data(&mut header, name, content.as_slice())
+                .expect("a tar archive in memory");
+            archive.into_inner().expect("a tar archive in memory")
+        });
+        async move { found.ok_or_else(|| not_found(op)) }.boxed()
     }
 
     fn events(&self, tenant: &str, _: u64) -> BoxStream<'static, Result<(), EngineError>> {
