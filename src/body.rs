@@ -309,7 +309,7 @@ pub fn container_body(
             privileged: Some(false),
             memory: Some(spec.limits.memory),
             memory_swap: Some(spec.limits.memory),
-            nano_cpus: Some(spec.limits.nano_cpus),
+            nano_cpus: Some(spec.limits.nano_cpus).filter(|n| *n > 0),
             pids_limit: Some(spec.limits.pids),
             ulimits: Some(vec![ResourcesUlimits {
                 name: Some("fsize".into()),
@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("stap-server-default"));
         assert_eq!(hc.memory, Some(DEFAULT.memory));
         assert_eq!(hc.pids_limit, Some(DEFAULT.pids));
-        assert_eq!(hc.nano_cpus, Some(DEFAULT.nano_cpus));
+        assert_eq!(hc.nano_cpus, None, "no CPU cap unless one is configured");
         assert!(hc.tmpfs.unwrap()["/tmp"].contains(&format!("size={}", DEFAULT.tmp_size)));
         let ports = hc.port_bindings.unwrap();
         let binding = ports["5600/tcp"].as_ref().unwrap();

@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(s["security_opt"], json!(["no-new-privileges"]));
         assert_eq!(s["privileged"], false);
         assert_eq!(s["mem_limit"], DEFAULT.memory);
-        assert_eq!(s["cpus"], 1.0);
+        assert_eq!(s["cpus"], Value::Null);
         assert_eq!(s["pids_limit"], DEFAULT.pids);
         assert_eq!(s["restart"], "unless-stopped");
         assert_eq!(s["labels"]["io.stap-server.origin"], "compose");

@@ -4,8 +4,7 @@
 //!  - reference: the image's own stap as a local translator, in a container that sees the
 //!    host's kernel trees and debuginfo whole (`/lib/modules`, `/usr/src`,
 //!    `/usr/lib/linux-kbuild-*`, `/usr/lib/debug`), under the classic service's request
-//!    limits and no other (as a classic server on the host would run it), on one CPU as a
-//!    server has;
+//!    limits and no other (as a classic server on the host would run it);
 //!  - candidate: the stock client on the host through a server `stap-server start` made,
 //!    with host paths over the image's own files in its options (`common::view`), whose view
 //!    of the kernel is checked first.
@@ -249,8 +248,8 @@ fn outcome(out: std::io::Result<Output>, started: Instant) -> Outcome {
     }
 }
 
-/// A reference container: the image's stap with the host's trees and debuginfo, one CPU and
-/// no memory limit, labelled with the test's tenant so that it is removed with the rest. Its
+/// A reference container: the image's stap with the host's trees and debuginfo, no CPU or
+/// memory limit, labelled with the test's tenant so that it is removed with the rest. Its
 /// translator runs under the classic request limits (the image's translator wrapper).
 fn reference(env: &Env, work: &Path) -> String {
     let name = format!("stap-server-{}-reference", env.tenant);
@@ -263,8 +262,6 @@ fn reference(env: &Env, work: &Path) -> String {
         format!("io.stap-server.tenant={}", env.tenant),
         "--user".into(),
         "0:0".into(),
-        "--cpus".into(),
-        "1".into(),
         "-e".into(),
         format!(
             "STAP_SERVER_REQUEST_LIMITS={}",

@@ -68,7 +68,7 @@ fn every_server_is_hardened_by_default() {
             .contains(&Value::from("TMPDIR=/tmp"))
     );
     assert_eq!(host["Memory"], 4i64 << 30);
-    assert_eq!(host["NanoCpus"], 1_000_000_000i64);
+    assert_eq!(host["NanoCpus"], 0, "no CPU cap by default");
     assert_eq!(host["PidsLimit"], 256);
     let fsize = host["Ulimits"]
         .as_array()
