@@ -3,7 +3,8 @@
 # single-server figures (issue 7). Prints figures (medians of BENCH_RUNS runs, default 3) and
 # ratios, measured side by side in one run.
 #
-#   scripts/bench.sh [start multi classic status requests compile memory image image-from-nothing]
+#   scripts/bench.sh [start multi classic status requests compile warm concurrent memory image
+#                     image-from-nothing]
 #
 # No argument runs every section but image-from-nothing (which removes and rebuilds the
 # images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them).
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-3}
 MANY=${BENCH_MANY:-50}
-ALL=(start multi classic status requests compile memory image)
+ALL=(start multi classic status requests compile warm concurrent memory image)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL[@]}")
 want() { local s; for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -40,6 +41,7 @@ LOG_FILE=$W/log/log
 AVAHI_SERVICES_PATH=$W/avahi
 MODULES_PATH=$W/modules
 IMAGE=$IMAGE
+WARM=no
 EOF
 # Fake releases (each a `build` link to the real headers) and absolute tree paths.
 for i in $(seq 1 "$MANY"); do
@@ -51,6 +53,8 @@ for i in $(seq 1 8); do ln -s "$(readlink -f "$REAL_BUILD")" "$W/trees/tree$i"; 
 ss() { STAP_SERVER_GLOBAL_CONFIG=/nonexistent "$BIN" "$1" -c "$W/global.conf" "${@:2}"; }
 CLASSIC_HOME_MADE=
 PROXY_PID=
+# Tenants of their own (fresh certificate volumes, so fresh caches) that sections make.
+TENANTS=()
 cleanup() {
   set +e
   [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
@@ -59,7 +63,7 @@ cleanup() {
   fi
   [ -n "$CLASSIC_HOME_MADE" ] && rm -rf /var/lib/stap-server
   # Certificates the manager added to the host's client trust.
-  for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$T"); do
+  for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$T"; for t in "${TENANTS[@]}"; do docker volume ls -q --filter "label=io.stap-server.tenant=$t"; done); do
     m=$(docker volume inspect -f '{{.Mountpoint}}' "$v")
     if [ -f "$m/ssl/server/stap.cert" ]; then
       serial=$(openssl x509 -inform DER -in "$m/ssl/server/stap.cert" -noout -serial 2>/dev/null \
@@ -73,12 +77,14 @@ if s:
         --use-server="$serial" >/dev/null 2>&1
     fi
   done
-  for l in "io.stap-server.tenant=$T" "io.stap-server.bench=$T"; do
-    ids=$(docker ps -aq --filter "label=$l")
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null
+  for t in "$T" "${TENANTS[@]}"; do
+    for l in "io.stap-server.tenant=$t" "io.stap-server.bench=$t"; do
+      ids=$(docker ps -aq --filter "label=$l")
+      [ -n "$ids" ] && docker rm -f $ids >/dev/null
+    done
+    for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$t"); do docker volume rm "$v" >/dev/null; done
+    for n in $(docker network ls -q --filter "label=io.stap-server.tenant=$t"); do docker network rm "$n" >/dev/null; done
   done
-  for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$T"); do docker volume rm "$v" >/dev/null; done
-  for n in $(docker network ls -q --filter "label=io.stap-server.tenant=$T"); do docker network rm "$n" >/dev/null; done
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -381,6 +387,111 @@ if want compile; then
   docker rm -f "stap-bench-$T-host" >/dev/null
   ss stop >/dev/null
   row "compile (-p4, new script) vs host network" "$(median "${ours[@]}")" "$(median "${hostnet[@]}")" "goal <=1.05x"
+fi
+
+# The stock client, trusting what the benchmark's servers present, in a directory of its own.
+client() { (cd "$W/client" && SYSTEMTAP_DIR=$W/client/.systemtap stap "$@"); }
+trust_port() { client --trust-servers=ssl,no-prompt --use-server=127.0.0.1:"$1" >/dev/null 2>&1 || true; }
+# Scripts nobody compiled before (so stap's module cache never answers), each with a number of
+# its own (the time and the process): a timer, a tracepoint with a $variable, a DWARF probe
+# with a $variable.
+script() { # KIND NUMBER
+  case $1 in
+    timer) echo "probe timer.s(1) { printf(\"%s\\n\", \"$2\") exit() }" ;;
+    trace) echo "probe kernel.trace(\"sched:sched_wakeup\") { printf(\"%d %s\\n\", \$p->pid, \"$2\") exit() }" ;;
+    dwarf) echo "probe kernel.function(\"vfs_read\") { printf(\"%d %s\\n\", \$count, \"$2\") exit() }" ;;
+  esac
+}
+compile_at() { # PORT KIND: one -p4 compile of a new script through the server at PORT
+  local n
+  n=$(date +%s%N)$BASHPID
+  client --use-server=127.0.0.1:"$1" -r "$HEADERS" -p4 -m "b$n" -e "$(script "$2" "$n")"
+}
+# together PORT KIND N: N clients at once, each a new script; fails if one fails.
+together() {
+  local pids=() k rc=0
+  for k in $(seq 1 "$3"); do compile_at "$1" "$2" > "$W/together.$k" 2>&1 & pids+=($!); done
+  for k in "${pids[@]}"; do wait "$k" || rc=1; done
+  return $rc
+}
+# A tenant of its own with global file $W/NAME.conf (extra lines from standard input); prints
+# the tenant.
+tenant() { # NAME
+  local t=$T-$1
+  TENANTS+=("$t")
+  { sed "s|^TENANT=.*|TENANT=$t|; /^WARM=/d; /^MODULES_PATH=/d" "$W/global.conf"; cat; } > "$W/$1.conf"
+  echo "$t"
+}
+as() { STAP_SERVER_GLOBAL_CONFIG=/nonexistent "$BIN" "$2" -c "$W/$1.conf" "${@:3}"; }
+port_of() { # NAME: the host port of that tenant's (one) server
+  docker port "$(docker ps -q --filter "label=io.stap-server.tenant=$T-$1" | head -1)" 5600/tcp | head -1 | sed 's/.*://'
+}
+
+if want warm; then
+  banner "i. first compile after start vs a warm one (tracepoint scripts, fresh certificate volumes)"
+  for w in yes no; do
+    tenant "warm-$w" > /dev/null <<< "WARM=$w"
+    t0=$(now)
+    as "warm-$w" start -r "$HEADERS" >/dev/null
+    if [ "$w" = yes ]; then
+      while as warm-yes status | grep -q 'warm-up warming'; do sleep 1; done
+      as warm-yes status | grep -q 'warm-up ready' || { as warm-yes status >&2; exit 1; }
+      warmed=$(python3 -c "print(f'{$(now) - $t0:.1f}')")
+    fi
+    port=$(port_of "warm-$w")
+    trust_port "$port"
+    first=$(elapsed compile_at "$port" trace)
+    warm=$(elapsed compile_at "$port" trace)
+    if [ "$w" = yes ]; then
+      row "first compile after warm-up vs warm" "$first" "$warm" "goal <=1.5x"
+      note "$(printf '%-44s %9s s' "warm-up (start to ready)" "$warmed")"
+    else
+      row "first compile with WARM=no vs warm" "$first" "$warm" "(no warm-up)"
+    fi
+    as "warm-$w" stop >/dev/null
+  done
+fi
+
+if want concurrent; then
+  banner "j. N clients at once (new timer scripts) and single tracepoint/DWARF compiles: ours vs stap-serverd of the same image with the host's whole view and no limits"
+  tenant conc > /dev/null <<< "WARM=no"
+  as conc start -r "$HEADERS" >/dev/null
+  PORT=$(port_of conc)
+  RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+  # The reference: stap-serverd as the image's entry point runs it, but with the host's
+  # kernel trees, kbuild and debuginfo mounted whole, no resource or request limits, its own
+  # certificate made at its start.
+  kbuild=$(readlink -f "/lib/modules/$HEADERS/build/scripts" | sed 's|/scripts$||')
+  docker run -d --name "stap-bench-$T-ref" --label "io.stap-server.bench=$T" \
+    -v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro -v /usr/lib/debug:/usr/lib/debug:ro \
+    -v "$kbuild:$kbuild:ro" -e HOME=/tmp -e SYSTEMTAP_DIR=/tmp/.systemtap -e TMPDIR=/tmp \
+    -p "$RPORT:5600" --entrypoint /usr/lib/systemtap/stap-serverd "$IMAGE" \
+    --port 5600 --max-request-size 1048576 --max-compressed-request 262144 >/dev/null
+  wait_port 127.0.0.1 "$RPORT"
+  trust_port "$PORT"; trust_port "$RPORT"
+  # Untimed: each server's cache gets what every script shares (configuration probes,
+  # tracepoint queries), and the debuginfo is read once.
+  for p in "$PORT" "$RPORT"; do
+    for kind in timer trace dwarf; do compile_at "$p" "$kind" >/dev/null 2>&1; done
+  done
+  for n in 1 2 4 8; do
+    ours=(); ref=()
+    for i in $(seq 1 "$RUNS"); do
+      ours+=("$(elapsed together "$PORT" timer "$n")")
+      ref+=("$(elapsed together "$RPORT" timer "$n")")
+    done
+    row "$n client(s) at once vs reference" "$(median "${ours[@]}")" "$(median "${ref[@]}")" "goal <=1.1x"
+  done
+  for kind in trace dwarf; do
+    ours=(); ref=()
+    for i in $(seq 1 "$RUNS"); do
+      ours+=("$(elapsed compile_at "$PORT" "$kind")")
+      ref+=("$(elapsed compile_at "$RPORT" "$kind")")
+    done
+    row "$kind compile vs reference" "$(median "${ours[@]}")" "$(median "${ref[@]}")" "goal <=1.05x"
+  done
+  docker rm -f "stap-bench-$T-ref" >/dev/null
+  as conc stop >/dev/null
 fi
 
 if want memory; then

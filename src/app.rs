@@ -18,6 +18,7 @@ use crate::plan::{self, Plan};
 use crate::report;
 use crate::settings::{self, load_settings};
 use crate::spec;
+use crate::warm::Warmth;
 use crate::{image, lock, status_json};
 
 pub use crate::execute::Cleanup;
@@ -148,6 +149,9 @@ async fn show_status(exec: &mut Executor, status: plan::Status) -> Exit {
         exec.report.print(report::status_line(server));
         if let Ok(serial) = serials.of(&exec.engine, server).await {
             exec.report.print(format!("  certificate serial {serial}"));
+        }
+        if let Some(warmth) = Warmth::of(&exec.engine, server).await {
+            exec.report.print(format!("  warm-up {warmth}"));
         }
     }
     status.exit

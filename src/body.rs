@@ -250,6 +250,9 @@ pub fn container_body(
             in_host_view(&dir.display().to_string())
         ));
     }
+    if spec.warm {
+        env.push(format!("STAP_SERVER_WARM={}", crate::warm::mark(spec)));
+    }
     if let Some(urls) = &spec.debuginfod_urls {
         env.push(format!("DEBUGINFOD_URLS={urls}"));
         env.push(format!(
@@ -404,6 +407,7 @@ mod tests {
             image: "stap-server:latest".into(),
             limits: DEFAULT,
             debuginfod_urls: None,
+            warm: true,
         }
     }
 
@@ -513,6 +517,27 @@ mod tests {
             Some("stap-server-default-cert-stap-server")
         );
         assert_eq!(m.target.as_deref(), Some(SYSTEMTAP_DIR));
+    }
+
+    #[test]
+    fn a_server_warms_where_its_spec_says() {
+        let env = |spec: &ServerSpec| {
+            container_body(spec, &tree(), WHO, "cli", None, "")
+                .env
+                .unwrap()
+        };
+        let warm = spec();
+        let said = env(&warm);
+        let mark = format!(
+            "STAP_SERVER_WARM={SYSTEMTAP_DIR}/warm/{}",
+            container_name(&warm)
+        );
+        assert!(said.contains(&mark), "{said:?}");
+        let cold = ServerSpec {
+            warm: false,
+            ..spec()
+        };
+        assert!(!env(&cold).iter().any(|e| e.starts_with("STAP_SERVER_WARM")));
     }
 
     #[test]

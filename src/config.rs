@@ -57,6 +57,8 @@ pub struct GlobalConfig {
     pub limits: Limits,
     /// debuginfod servers every server may fetch debuginfo from (`DEBUGINFOD_URLS`).
     pub debuginfod_urls: Option<String>,
+    /// Whether servers make their first compiles ahead of clients (`WARM`, default yes).
+    pub warm: Option<bool>,
 }
 
 /// Where the classic service keeps its global configuration.
@@ -93,6 +95,7 @@ impl Default for GlobalConfig {
             port_range: None,
             limits: Limits::default(),
             debuginfod_urls: None,
+            warm: None,
         }
     }
 }
@@ -125,6 +128,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// debuginfod servers for this server (`DEBUGINFOD_URLS`), over the global setting.
     pub debuginfod_urls: Option<String>,
+    /// `WARM`, over the global setting.
+    pub warm: Option<bool>,
 }
 
 /// Reads a global configuration file over `base`. Values left empty keep the earlier setting,
@@ -149,7 +154,8 @@ pub fn parse_global(
                 | "AVAHI_SERVICES_PATH"
                 | "TENANT"
                 | "PORT_RANGE"
-                | "DEBUGINFOD_URLS" => a.scalar(),
+                | "DEBUGINFOD_URLS"
+                | "WARM" => a.scalar(),
                 var if crate::limits::is_limit(var) => a.scalar(),
                 _ => Err(unknown(a.var)),
             };
@@ -169,6 +175,7 @@ pub fn parse_global(
             "DEBUGINFOD_URLS" => {
                 cfg.debuginfod_urls = Some(a.scalar().and_then(|_| debuginfod_urls(v))?)
             }
+            "WARM" => cfg.warm = Some(a.scalar().and_then(|_| yes_no(v))?),
             var => {
                 if !cfg.limits.set(var, v).map_err(|e| a.bad(&e))? {
                     return Err(unknown(var));
@@ -213,6 +220,7 @@ pub fn parse_server(input: impl Read, file: &Path) -> Result<ServerConfig, Vec<C
             "DEBUGINFOD_URLS" => {
                 cfg.debuginfod_urls = a.scalar().and_then(|_| optional(v, debuginfod_urls))?
             }
+            "WARM" => cfg.warm = a.scalar().and_then(|_| optional(v, yes_no))?,
             var => {
                 if !cfg.limits.set(var, v).map_err(|e| a.bad(&e))? {
                     return Err(unknown(var));
@@ -455,6 +463,15 @@ pub fn image_ref(v: &str) -> Result<String, String> {
     }
 }
 
+/// `yes` or `no`.
+pub fn yes_no(v: &str) -> Result<bool, String> {
+    match v {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("\"{v}\" is neither yes nor no")),
+    }
+}
+
 /// `DEBUGINFOD_URLS`: space-separated http, https or file URLs, as elfutils reads them.
 pub fn debuginfod_urls(v: &str) -> Result<String, String> {
     let bad = v.split_whitespace().find(|u| {
@@ -642,6 +659,18 @@ mod tests {
                         .to_string()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn warm_is_yes_or_no() {
+        assert_eq!(global("WARM=no\n").unwrap().warm, Some(false));
+        assert_eq!(global("WARM=no\nWARM=\n").unwrap().warm, Some(false));
+        assert_eq!(server("WARM=yes\n").unwrap().warm, Some(true));
+        assert_eq!(server("WARM=\n").unwrap().warm, None);
+        assert_eq!(
+            lines(server("WARM=1\n").unwrap_err()),
+            [(1, "WARM: \"1\" is neither yes nor no".to_string())]
         );
     }
 

@@ -73,6 +73,7 @@ pub fn to_labels(spec: &ServerSpec, kernel_release: &str) -> HashMap<String, Str
     put("pids", spec.limits.pids.to_string());
     put("tmpsize", spec.limits.tmp_size.to_string());
     put("request-limits", spec.limits.request.encode());
+    put("warm", spec.warm.to_string());
     if let Some(v) = &spec.nickname {
         put("nickname", v.clone());
     }
@@ -148,6 +149,8 @@ pub fn from_labels(l: &HashMap<String, String>) -> Option<ServerSpec> {
         image: get("image")?,
         limits,
         debuginfod_urls: get("debuginfod-urls"),
+        // Servers made before warming existed read as warming.
+        warm: get("warm").as_deref() != Some("false"),
     })
 }
 
@@ -195,6 +198,7 @@ mod tests {
             image: "stap-server:latest".into(),
             limits: DEFAULT,
             debuginfod_urls: Some("https://debuginfod.example file:///srv".into()),
+            warm: true,
         }
     }
 
@@ -221,6 +225,7 @@ mod tests {
             max_compressed_request: None,
             keep: false,
             debuginfod_urls: None,
+            warm: false,
             ..full()
         };
         let labels = with_owner(&minimal);

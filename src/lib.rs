@@ -27,6 +27,7 @@
 //! - [`trust`]: the host's global client trust of the servers' certificates.
 //! - [`report`]: classic output lines and the log file.
 //! - [`status_json`]: `status --json`, one object per server (a stable schema).
+//! - [`warm`]: the first compiles each server makes ahead of its clients, and their state.
 //! - [`lock`]: host locks for once-only work.
 //! - [`loghold`]: `log hold`/`log release`, logrotate's scripts: rotation that loses no line.
 //! - [`app`]: the actions, glue from the command line to the modules above.
@@ -56,3 +57,4 @@ pub mod settings;
 pub mod spec;
 pub mod status_json;
 pub mod trust;
+pub mod warm;

@@ -50,6 +50,8 @@ pub struct ServerSpec {
     pub limits: ResolvedLimits,
     /// debuginfod servers the translator may fetch debuginfo from.
     pub debuginfod_urls: Option<String>,
+    /// Whether the server makes its first compiles ahead of clients.
+    pub warm: bool,
 }
 
 impl ServerSpec {
@@ -79,6 +81,7 @@ impl ServerSpec {
                 request: crate::limits::Request::all(self.limits.request),
             },
             debuginfod_urls: self.debuginfod_urls.clone(),
+            warm: Some(self.warm),
         }
     }
 
@@ -114,6 +117,7 @@ impl ServerSpec {
             image: DEFAULT_IMAGE.into(),
             limits: crate::limits::DEFAULT,
             debuginfod_urls: None,
+            warm: true,
         }
     }
 
@@ -436,6 +440,7 @@ fn expand(
                     .debuginfod_urls
                     .clone()
                     .or_else(|| global.debuginfod_urls.clone()),
+                warm: cfg.warm.or(global.warm).unwrap_or(true),
             }
         })
         .collect()

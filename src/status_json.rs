@@ -16,6 +16,7 @@ use crate::announce::Serials;
 use crate::engine::Engine;
 use crate::image;
 use crate::spec::Server;
+use crate::warm::Warmth;
 
 /// How long a health probe waits for the server's host port to accept.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,6 +43,8 @@ pub struct Facts {
     /// The systemtap version the image says it carries; `None` when the image is gone.
     pub systemtap_version: Option<String>,
     pub health: Option<Health>,
+    /// How the server's warm-up goes; `None` when it does not warm or cannot be told.
+    pub warm: Option<Warmth>,
 }
 
 /// One server, as `status --json` prints it. The field order is the classic line's, then ours.
@@ -87,6 +90,8 @@ pub struct ServerStatus<'a> {
     pub nano_cpus: i64,
     pub pids_limit: i64,
     pub tmp_size_bytes: u64,
+    /// `warming`, `ready` or `failed`; `null` for a server that does not warm or is down.
+    pub warm: Option<&'static str>,
 }
 
 /// The object of one server.
@@ -133,6 +138,7 @@ pub fn server_status<'a>(server: &'a Server, facts: &'a Facts) -> ServerStatus<'
         nano_cpus: spec.limits.nano_cpus,
         pids_limit: spec.limits.pids,
         tmp_size_bytes: spec.limits.tmp_size,
+        warm: facts.warm.as_ref().map(Warmth::word),
     }
 }
 
@@ -164,6 +170,7 @@ pub async fn gather(engine: &Engine, servers: &[Server]) -> Vec<Facts> {
             serial: serials.of(engine, server).await.ok(),
             systemtap_version: versions[image].clone(),
             health: Some(health(engine.on_this_host(), server).await),
+            warm: Warmth::of(engine, server).await,
         });
     }
     out
@@ -231,6 +238,7 @@ mod tests {
             serial: Some("00:ab".into()),
             systemtap_version: Some("5.1".into()),
             health: Some(Health::Serving),
+            warm: Some(Warmth::Ready(70)),
         };
         let v = &parse(&render(&[server()], &[facts]))[0];
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -267,6 +275,7 @@ mod tests {
             "nano_cpus",
             "pids_limit",
             "tmp_size_bytes",
+            "warm",
         ];
         schema.sort();
         assert_eq!(keys, schema);
@@ -279,6 +288,7 @@ mod tests {
         assert_eq!(v["systemtap_version"], "5.1");
         assert_eq!(v["origin"], "cli");
         assert_eq!(v["health"], "serving");
+        assert_eq!(v["warm"], "ready");
         assert_eq!(v["log"], "/var/log/stap-server/log");
     }
 

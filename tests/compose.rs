@@ -132,6 +132,8 @@ fn the_shipped_compose_file_serves_the_stock_client() {
         status.contains(&format!("-r \"{release}\"")) && status.contains("running as PID"),
         "{status}"
     );
+    // Its warm-up, which the compose file asks for, is seen as one of ours is.
+    assert!(status.contains("  warm-up "), "{status}");
     env.expect(&["stop"], 0);
     assert_eq!(env.containers().len(), 2, "stop left the compose server");
 

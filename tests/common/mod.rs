@@ -77,7 +77,7 @@ pub fn image() -> String {
 
 /// The line of the global file where [`Env::write_global`]'s `extra` lines begin.
 pub fn first_extra_line() -> usize {
-    6 + usize::from(test_image().is_some())
+    7 + usize::from(test_image().is_some())
 }
 
 impl Env {
@@ -102,8 +102,9 @@ impl Env {
         self.dir.path().join(rel)
     }
 
-    /// Writes the global file: the tenant and temporary paths, the image `STAP_TEST_IMAGE`
-    /// names if set, then `extra` lines (from line [`first_extra_line`] on).
+    /// Writes the global file: the tenant and temporary paths, no warm-up (its compiles would
+    /// take the cores from the tests; `WARM=yes` in `extra` turns it on), the image
+    /// `STAP_TEST_IMAGE` names if set, then `extra` lines (from line [`first_extra_line`] on).
     pub fn write_global(&self, extra: &str) {
         let d = self.dir.path().display();
         let image = test_image()
@@ -113,7 +114,7 @@ impl Env {
             &self.config,
             format!(
                 "TENANT={}\nCONFIG_PATH={d}/conf.d\nSTAT_PATH={d}/stat\nLOG_FILE={d}/log/log\n\
-                 AVAHI_SERVICES_PATH={d}/avahi\n{image}{extra}",
+                 AVAHI_SERVICES_PATH={d}/avahi\nWARM=no\n{image}{extra}",
                 self.tenant
             ),
         )
