@@ -262,6 +262,7 @@ impl Trees {
     }
 
     /// Records a tree, for tests.
+    #[cfg(test)]
     pub fn with(mut self, release: &str, arch: &str, siblings: &[(&str, &str)]) -> Trees {
         self.arches.insert(release.into(), arch.into());
         for (to, sibling) in siblings {
