@@ -6,11 +6,12 @@
 #    so that DWARF probes (kernel.function with $variables) are really compiled;
 #  - systemtap's example scripts (systemtap-doc) of the image's systemtap version, from the
 #    same suite the image is built from (trixie), for the conformance test;
-#  - the arm64 headers of every installed amd64 headers' version (linux-headers-V-arm64, the
-#    Debian way: arm64 added to dpkg's architectures, the package downloaded and unpacked with
-#    dpkg-deb -x to /usr/src/linux-headers-V-arm64, next to the installed -common tree and
-#    linux-kbuild it uses), for the cross-architecture test. Its /lib/modules link is left out:
-#    the host's modules directory keeps only the trees of installed packages.
+#  - the arm64 and ppc64el headers of every installed amd64 headers' version
+#    (linux-headers-V-arm64, linux-headers-V-powerpc64le), the Debian way: the architecture
+#    added to dpkg's, the package downloaded and unpacked with dpkg-deb -x to
+#    /usr/src/linux-headers-V-FLAVOUR, next to the installed -common tree and linux-kbuild it
+#    uses; for the cross-architecture tests. Their /lib/modules links are left out: the host's
+#    modules directory keeps only the trees of installed packages.
 # Downloads are verified by apt as usual; they run as root into the cache, which apt warns of.
 set -euo pipefail
 cache=${STAP_TEST_CACHE:-/var/cache/stap-server-tests}
@@ -55,28 +56,33 @@ for build in /lib/modules/*/build; do
   }
 done
 
-for build in /lib/modules/*-amd64/build; do
-  [ -e "$build" ] || continue
-  release=$(basename "$(dirname "$build")")
-  arm64=${release%-amd64}-arm64
-  [ -s "/usr/src/linux-headers-$arm64/include/config/kernel.release" ] && continue
-  deb=$(ls "$cache/debs/linux-headers-${arm64}_"*_arm64.deb 2>/dev/null | head -1 || true)
-  if [ -z "$deb" ]; then
-    echo "stap-server tests: fetching the arm64 headers linux-headers-$arm64 (about 10 MB, once)" >&2
-    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-    apt-get update -q >/dev/null
-    (cd "$cache/debs" && apt-get download -q "linux-headers-$arm64:arm64")
-    deb=$(ls "$cache/debs/linux-headers-${arm64}_"*_arm64.deb | head -1)
-  fi
-  unpacked=$(mktemp -d)
-  dpkg-deb -x "$deb" "$unpacked"
-  [ -d "$unpacked/usr/src/linux-headers-$arm64" ] || {
-    echo "stap-server tests: $deb holds no /usr/src/linux-headers-$arm64" >&2
-    exit 1
-  }
-  rm -rf "/usr/src/linux-headers-$arm64"
-  mv "$unpacked/usr/src/linux-headers-$arm64" /usr/src/
-  rm -rf "$unpacked"
+# Foreign architectures' headers: Debian architecture and kernel flavour of each.
+for foreign in arm64:arm64 ppc64el:powerpc64le; do
+  debarch=${foreign%%:*}
+  flavour=${foreign#*:}
+  for build in /lib/modules/*-amd64/build; do
+    [ -e "$build" ] || continue
+    release=$(basename "$(dirname "$build")")
+    other=${release%-amd64}-$flavour
+    [ -s "/usr/src/linux-headers-$other/include/config/kernel.release" ] && continue
+    deb=$(ls "$cache/debs/linux-headers-${other}_"*"_$debarch.deb" 2>/dev/null | head -1 || true)
+    if [ -z "$deb" ]; then
+      echo "stap-server tests: fetching the $debarch headers linux-headers-$other (about 2 MB, once)" >&2
+      dpkg --print-foreign-architectures | grep -qx "$debarch" || dpkg --add-architecture "$debarch"
+      apt-get update -q >/dev/null
+      (cd "$cache/debs" && apt-get download -q "linux-headers-$other:$debarch")
+      deb=$(ls "$cache/debs/linux-headers-${other}_"*"_$debarch.deb" | head -1)
+    fi
+    unpacked=$(mktemp -d)
+    dpkg-deb -x "$deb" "$unpacked"
+    [ -d "$unpacked/usr/src/linux-headers-$other" ] || {
+      echo "stap-server tests: $deb holds no /usr/src/linux-headers-$other" >&2
+      exit 1
+    }
+    rm -rf "/usr/src/linux-headers-$other"
+    mv "$unpacked/usr/src/linux-headers-$other" /usr/src/
+    rm -rf "$unpacked"
+  done
 done
 
 examples=$cache/examples

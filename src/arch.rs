@@ -27,7 +27,7 @@ pub struct Target {
 
 /// The architectures servers can be made for. A foreign one is served by Debian's cross
 /// compilers (`gcc-N-GNUTYPE`) of the versions Debian kernels call.
-pub const TARGETS: [Target; 2] = [
+pub const TARGETS: [Target; 3] = [
     Target {
         arch: "x86_64",
         flavour: "amd64",
@@ -37,6 +37,12 @@ pub const TARGETS: [Target; 2] = [
         arch: "arm64",
         flavour: "arm64",
         gnu_type: "aarch64-linux-gnu",
+    },
+    // Debian's 64-bit little-endian PowerPC (ppc64el), the one its archive builds.
+    Target {
+        arch: "powerpc",
+        flavour: "powerpc64le",
+        gnu_type: "powerpc64le-linux-gnu",
     },
 ];
 
@@ -359,7 +365,8 @@ mod tests {
         let err = cross("sparc64", "x86_64").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "-a sparc64: no toolchain for that architecture; servers can be made for x86_64, arm64"
+            "-a sparc64: no toolchain for that architecture; servers can be made for x86_64, arm64, \
+             powerpc"
         );
         assert!(cross("", "x86_64").is_err());
     }

@@ -1,7 +1,7 @@
-//! Servers for another architecture, for real: Debian's arm64 headers of the installed
-//! kernel's version (scripts/test-prerequisites.sh unpacks them to /usr/src), the arm64 image
-//! built offline on first use, the stock stap client asking for arm64 modules by address and
-//! through mDNS, next to a native server for the same release number.
+//! Servers for another architecture, for real: Debian's arm64 and ppc64el headers of the
+//! installed kernel's version (scripts/test-prerequisites.sh unpacks them to /usr/src), each
+//! target's image built offline on first use, the stock stap client asking for arm64 modules
+//! by address and through mDNS, next to a native server for the same release number.
 
 mod common;
 
@@ -26,28 +26,35 @@ fn trees() -> Trees {
     require("file", "file(1), to tell a module's architecture");
     require("stap", "the systemtap client (apt-get install systemtap)");
     let native_release = headers_release();
-    let version = native_release
-        .strip_suffix("-amd64")
-        .unwrap_or_else(|| panic!("the installed headers {native_release} are not amd64 ones"));
     let native = PathBuf::from(format!("/usr/src/linux-headers-{native_release}"));
-    let arm64 = PathBuf::from(format!("/usr/src/linux-headers-{version}-arm64"));
-    let kernel_release = std::fs::read_to_string(arm64.join("include/config/kernel.release"))
-        .unwrap_or_else(|e| {
-            panic!(
-                "missing prerequisite: the arm64 headers {} ({e}): scripts/test-prerequisites.sh \
-                 fetches linux-headers-{version}-arm64 and unpacks it there",
-                arm64.display()
-            )
-        })
-        .trim()
-        .to_string();
     assert!(native.join("Makefile").is_file(), "{}", native.display());
+    let (arm64, kernel_release) = foreign_tree("arm64");
     Trees {
         native_release,
         native,
         arm64,
         kernel_release,
     }
+}
+
+/// The installed kernel version's headers of the Debian kernel `flavour`, and the release
+/// its `include/config/kernel.release` gives.
+fn foreign_tree(flavour: &str) -> (PathBuf, String) {
+    let native_release = headers_release();
+    let version = native_release
+        .strip_suffix("-amd64")
+        .unwrap_or_else(|| panic!("the installed headers {native_release} are not amd64 ones"));
+    let tree = PathBuf::from(format!("/usr/src/linux-headers-{version}-{flavour}"));
+    let kernel_release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "missing prerequisite: the {flavour} headers {} ({e}): \
+                 scripts/test-prerequisites.sh fetches linux-headers-{version}-{flavour} and \
+                 unpacks it there",
+                tree.display()
+            )
+        });
+    (tree, kernel_release.trim().to_string())
 }
 
 /// What `file` says of a module.
@@ -144,6 +151,31 @@ fn an_arm64_server_of_a_build_tree_compiles_aarch64_modules() {
         took.as_secs_f64()
     );
 
+    env.stop_leaves_nothing();
+}
+
+#[test]
+fn a_powerpc_server_compiles_ppc64el_modules() {
+    let (tree, kernel_release) = foreign_tree("powerpc64le");
+    require("file", "file(1), to tell a module's architecture");
+    let env = Env::new("ppc");
+    let out = env.run(&["start", "-a", "powerpc", "-r", tree.to_str().unwrap()]);
+    assert!(out.status.success(), "start: {}", text(&out));
+    let st = status(&env);
+    let port = env.port_of(&line_of(&st, "powerpc"));
+    let client = env.path("client");
+    trust(&client, port);
+    let server = format!("--use-server=127.0.0.1:{port}");
+    let args = ["-a", "powerpc", "-r", &kernel_release, &server];
+    let (kind, took) = compile(&client, &args, "p", "probe begin { exit() }");
+    assert!(
+        kind.contains("64-bit PowerPC") && kind.contains("LSB"),
+        "{kind}"
+    );
+    eprintln!(
+        "powerpc compile of probe begin (cold): {:.1} s",
+        took.as_secs_f64()
+    );
     env.stop_leaves_nothing();
 }
 
