@@ -5,7 +5,13 @@
 #    linux-image-RELEASE-dbg package (858 MB; only vmlinux is extracted, to /usr/lib/debug),
 #    so that DWARF probes (kernel.function with $variables) are really compiled;
 #  - systemtap's example scripts (systemtap-doc) of the image's systemtap version, from the
-#    same suite the image is built from (trixie), for the conformance test.
+#    same suite the image is built from (trixie), for the conformance test;
+#  - the arm64 and ppc64el headers of every installed amd64 headers' version
+#    (linux-headers-V-arm64, linux-headers-V-powerpc64le), the Debian way: the architecture
+#    added to dpkg's, the package downloaded and unpacked with dpkg-deb -x to
+#    /usr/src/linux-headers-V-FLAVOUR, next to the installed -common tree and linux-kbuild it
+#    uses; for the cross-architecture tests. Their /lib/modules links are left out: the host's
+#    modules directory keeps only the trees of installed packages.
 # Downloads are verified by apt as usual; they run as root into the cache, which apt warns of.
 set -euo pipefail
 cache=${STAP_TEST_CACHE:-/var/cache/stap-server-tests}
@@ -48,6 +54,35 @@ for build in /lib/modules/*/build; do
     echo "stap-server tests: $deb holds no vmlinux for $release" >&2
     exit 1
   }
+done
+
+# Foreign architectures' headers: Debian architecture and kernel flavour of each.
+for foreign in arm64:arm64 ppc64el:powerpc64le; do
+  debarch=${foreign%%:*}
+  flavour=${foreign#*:}
+  for build in /lib/modules/*-amd64/build; do
+    [ -e "$build" ] || continue
+    release=$(basename "$(dirname "$build")")
+    other=${release%-amd64}-$flavour
+    [ -s "/usr/src/linux-headers-$other/include/config/kernel.release" ] && continue
+    deb=$(ls "$cache/debs/linux-headers-${other}_"*"_$debarch.deb" 2>/dev/null | head -1 || true)
+    if [ -z "$deb" ]; then
+      echo "stap-server tests: fetching the $debarch headers linux-headers-$other (about 2 MB, once)" >&2
+      dpkg --print-foreign-architectures | grep -qx "$debarch" || dpkg --add-architecture "$debarch"
+      apt-get update -q >/dev/null
+      (cd "$cache/debs" && apt-get download -q "linux-headers-$other:$debarch")
+      deb=$(ls "$cache/debs/linux-headers-${other}_"*"_$debarch.deb" | head -1)
+    fi
+    unpacked=$(mktemp -d)
+    dpkg-deb -x "$deb" "$unpacked"
+    [ -d "$unpacked/usr/src/linux-headers-$other" ] || {
+      echo "stap-server tests: $deb holds no /usr/src/linux-headers-$other" >&2
+      exit 1
+    }
+    rm -rf "/usr/src/linux-headers-$other"
+    mv "$unpacked/usr/src/linux-headers-$other" /usr/src/
+    rm -rf "$unpacked"
+  done
 done
 
 examples=$cache/examples

@@ -36,9 +36,9 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<Exit> {
         Invocation::ImageBuild { registry, opts } => {
             let settings = load_settings(&opts)?;
             let engine = Engine::connect().await?;
-            let name = settings::image_name(&opts, &settings.global);
+            let (name, target) = settings::image_to_build(&opts, &settings)?;
             let _lock = lock::Lock::wait(Path::new(lock::HOST_DIR), "image").await?;
-            image::build(&engine, &name, registry).await?;
+            image::build(&engine, &name, target, registry).await?;
             Ok(Exit::Success)
         }
         Invocation::Announce { once, opts } => {
@@ -96,6 +96,7 @@ async fn service(action: Action, opts: &[Opt], json: bool, cleanup: Cleanup) -> 
         exec.finish_stops().await?;
     }
     let observed = exec.engine.observe(&tenant).await?;
+    exec.settings.survey_running(&observed.servers);
     let s = &exec.settings;
     let request = match spec::resolve(opts, &s.global, &s.configured, &observed.servers, &s.host) {
         Ok(r) => r,
@@ -172,9 +173,10 @@ async fn show_status_json(exec: &Executor, status: plan::Status) -> Exit {
 /// else standard output). Their image, network and certificate volume are made first, so the
 /// file comes up as it is, and a server keeps its certificate when it moves to compose.
 async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Result<Exit> {
-    let settings = load_settings(opts)?;
+    let mut settings = load_settings(opts)?;
     let engine = Engine::connect().await?;
     let observed = engine.servers(&settings.tenant()).await?;
+    settings.survey_running(&observed);
     let request = spec::resolve(
         opts,
         &settings.global,
@@ -189,6 +191,7 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
     let prepared = host::prepare_all(
         wanted.iter().map(|s| (s, None)),
         &settings.global.modules_path,
+        &settings.host.arch,
         false,
     )?;
     let mut exec = Executor::new(engine, settings, cleanup);

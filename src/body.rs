@@ -104,16 +104,23 @@ pub fn network_name(tenant: &str) -> String {
     format!("stap-server-{}", sanitize(tenant))
 }
 
-/// stap-serverd's arguments for `spec`.
-pub fn server_args(spec: &ServerSpec, kernel_release: &str) -> Vec<String> {
+/// stap-serverd's arguments for `spec` served from `tree`. A cross tree gets its
+/// `CROSS_COMPILE` as a make option (stap clears it from the environment of make), unless the
+/// server's own `-B` options set one.
+pub fn server_args(spec: &ServerSpec, tree: &BuildTree) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "-a".into(),
         spec.arch.clone(),
         "-r".into(),
-        kernel_release.into(),
+        tree.kernel_release.clone(),
         "--port".into(),
         SERVER_PORT.to_string(),
     ];
+    let sets_cross = spec.builds.iter().any(|b| b.starts_with("CROSS_COMPILE="));
+    if let Some(cross) = tree.cross_compile.as_ref().filter(|_| !sets_cross) {
+        args.push("-B".into());
+        args.push(cross.clone());
+    }
     let includes: Vec<String> = spec.includes.iter().map(|p| in_host_view(p)).collect();
     for (flag, items) in [
         ("-B", &spec.builds),
@@ -282,7 +289,7 @@ pub fn container_body(
 
     ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(server_args(spec, &tree.kernel_release)),
+        cmd: Some(server_args(spec, tree)),
         user: Some(format!("{}:{}", who.uid, who.gid)),
         hostname: (!host_name.is_empty()).then(|| host_name.to_string()),
         env: Some(env),
@@ -423,6 +430,9 @@ mod tests {
                 "/usr/src/linux-headers-6.1.0-56-common".into(),
             ],
             debuginfo: vec!["/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64".into()],
+            arch: Some("x86_64".into()),
+            compiler: Some("gcc-12".into()),
+            cross_compile: None,
         }
     }
 
@@ -589,6 +599,38 @@ mod tests {
             ]
         );
         assert!(body.hostname.is_none());
+    }
+
+    #[test]
+    fn a_cross_tree_builds_with_its_toolchain() {
+        let mut s = spec();
+        s.arch = "arm64".into();
+        let mut t = tree();
+        t.arch = Some("arm64".into());
+        t.cross_compile = Some("CROSS_COMPILE=aarch64-linux-gnu-".into());
+        let cmd = container_body(&s, &t, WHO, "cli", None, "").cmd.unwrap();
+        assert_eq!(
+            cmd[..8],
+            [
+                "-a",
+                "arm64",
+                "-r",
+                "6.1.0-56-amd64",
+                "--port",
+                "5600",
+                "-B",
+                "CROSS_COMPILE=aarch64-linux-gnu-"
+            ]
+        );
+        s.builds = vec!["CROSS_COMPILE=/opt/cross/bin/aarch64-".into()];
+        let cmd = container_body(&s, &t, WHO, "cli", None, "").cmd.unwrap();
+        assert_eq!(
+            cmd.iter()
+                .filter(|a| a.starts_with("CROSS_COMPILE="))
+                .count(),
+            1,
+            "the server's own -B wins: {cmd:?}"
+        );
     }
 
     #[test]

@@ -37,6 +37,31 @@ pub struct BuildTree {
     /// The kernel's debuginfo files and directories on the host, mounted read-only at their
     /// own paths (where elfutils looks for them).
     pub debuginfo: Vec<PathBuf>,
+    /// The architecture the tree is for, in stap's naming, read from its configuration.
+    pub arch: Option<String>,
+    /// The compiler the tree calls (`gcc-12`), when it names one.
+    pub compiler: Option<String>,
+    /// The `CROSS_COMPILE=...` make option building for the tree takes on this host, when
+    /// the tree is for another architecture (set once the server is checked against it).
+    pub cross_compile: Option<String>,
+}
+
+impl BuildTree {
+    /// A tree at `build` for `kernel_release` with nothing around it, for tests.
+    #[cfg(test)]
+    pub fn example(kernel_release: &str, build: &str) -> BuildTree {
+        BuildTree {
+            kernel_release: kernel_release.into(),
+            build: build.into(),
+            source: None,
+            modules_dir: None,
+            mounts: vec![],
+            debuginfo: vec![],
+            arch: Some("x86_64".into()),
+            compiler: Some("gcc-12".into()),
+            cross_compile: None,
+        }
+    }
 }
 
 /// Directories of the image a host path must never be mounted over or inside: the image's
@@ -189,11 +214,14 @@ pub fn resolve_in(release: &str, modules: &Path, root: &Path) -> Result<BuildTre
     let debuginfo = debuginfo(&kernel_release, root);
     Ok(BuildTree {
         kernel_release,
+        arch: crate::arch::tree_arch(&build).map(str::to_string),
+        compiler: crate::arch::tree_compiler(&build),
         build,
         source,
         modules_dir: modules_dir.and_then(|d| fs::canonicalize(d).ok()),
         mounts,
         debuginfo,
+        cross_compile: None,
     })
 }
 

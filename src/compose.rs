@@ -153,6 +153,9 @@ mod tests {
             modules_dir: None,
             mounts: vec!["/usr/src/linux-headers-6.1.0-9-amd64".into()],
             debuginfo: vec![],
+            arch: Some("x86_64".into()),
+            compiler: Some("gcc-12".into()),
+            cross_compile: None,
         }
     }
 

@@ -207,6 +207,7 @@ impl Executor {
                 _ => None,
             }),
             &self.settings.global.modules_path,
+            &self.settings.host.arch,
             true,
         )?;
         for p in &prepared {
@@ -705,14 +706,10 @@ mod tests {
         Prepared {
             name: body::container_name(spec),
             spec: spec.clone(),
-            tree: BuildTree {
-                kernel_release: spec.release.clone(),
-                build: format!("/lib/modules/{}/build", spec.release).into(),
-                source: None,
-                modules_dir: None,
-                mounts: vec![],
-                debuginfo: vec![],
-            },
+            tree: BuildTree::example(
+                &spec.release,
+                &format!("/lib/modules/{}/build", spec.release),
+            ),
             who: Identity {
                 uid: 1000,
                 gid: 1000,
@@ -761,6 +758,7 @@ mod tests {
                 arch: "x86_64".into(),
                 release: "a".into(),
                 installed: vec![],
+                trees: Default::default(),
             },
         };
         let mut exec = Executor::new(

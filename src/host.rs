@@ -6,6 +6,7 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
 
+use crate::arch;
 use crate::body::Identity;
 use crate::buildtree::{self, BuildTree};
 use crate::error::{Error, Result};
@@ -36,12 +37,13 @@ pub struct Prepared {
 pub fn prepare_all<'a>(
     specs: impl Iterator<Item = (&'a ServerSpec, Option<Server>)>,
     modules_path: &Path,
+    host_arch: &str,
     check_port: bool,
 ) -> Result<Vec<Prepared>> {
     let mut prepared = Vec::new();
     let mut problems = Vec::new();
     for (spec, replaces) in specs {
-        match prepare(spec, modules_path, check_port) {
+        match prepare(spec, modules_path, host_arch, check_port) {
             Ok(p) => prepared.push(Prepared { replaces, ..p }),
             Err(e) => problems.push(e.to_string()),
         }
@@ -53,10 +55,18 @@ pub fn prepare_all<'a>(
 }
 
 /// Host-side checks of one server to be made.
-fn prepare(spec: &ServerSpec, modules_path: &Path, check_port: bool) -> Result<Prepared> {
+fn prepare(
+    spec: &ServerSpec,
+    modules_path: &Path,
+    host_arch: &str,
+    check_port: bool,
+) -> Result<Prepared> {
+    let invalid = |e: &dyn std::fmt::Display| Error::Invalid(e.to_string());
+    let cross = arch::cross(&spec.arch, host_arch).map_err(|e| invalid(&e))?;
     let who = identity(&spec.user)?;
-    let tree = buildtree::resolve(&spec.release, modules_path)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut tree = buildtree::resolve(&spec.release, modules_path).map_err(|e| invalid(&e))?;
+    arch::check_tree(spec, &tree, host_arch).map_err(|e| invalid(&e))?;
+    tree.cross_compile = cross.map(|t| t.cross_compile());
     if let Some(port) = spec.port.filter(|_| check_port) {
         port_free(port)?;
     }

@@ -2,6 +2,10 @@
 //! binary, so it builds from anywhere), on top of either `debian:trixie-slim` (hosts with a
 //! registry) or a root filesystem that mmdebstrap makes from the host's own apt sources and
 //! streams straight into the engine (hosts without one).
+//!
+//! A server for a foreign architecture runs in an image of its own, named after the default
+//! one (`stap-server-arm64:latest`, see [`arch::cross_image`]): the same recipe over a root
+//! filesystem that also holds Debian's cross compilers for that target.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,6 +15,7 @@ use std::process::Stdio;
 use bollard::models::ContainerCreateBody;
 use futures_util::StreamExt;
 
+use crate::arch::{self, Target};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::spec::DEFAULT_IMAGE;
@@ -34,25 +39,67 @@ pub const RECIPE_LABEL: &str = "io.stap-server.recipe";
 pub fn recipe() -> String {
     crate::body::digest(&format!("{DOCKERFILE}\0{ENTRYPOINT}\0{TRANSLATOR}"))
 }
+
+/// The digest of the recipe of the image for `target` (`None`: the native one, whose digest
+/// is [`recipe`]'s).
+pub fn recipe_for(target: Option<&Target>) -> String {
+    match target {
+        None => recipe(),
+        Some(t) => crate::body::digest(&format!(
+            "{DOCKERFILE}\0{ENTRYPOINT}\0{TRANSLATOR}\0{}",
+            packages(Some(t))
+        )),
+    }
+}
+
+/// The packages of the image for `target`: the native image's, plus the target's cross
+/// compilers.
+pub fn packages(target: Option<&Target>) -> String {
+    let mut all = vec![PACKAGES.to_string()];
+    all.extend(target.into_iter().flat_map(Target::packages));
+    all.join(" ")
+}
+
+/// Which of ours `image` is: `Some(None)` the default (native) image, `Some(Some(t))` the
+/// default image for the foreign target `t`, `None` someone else's.
+pub fn ours(image: &str) -> Option<Option<&'static Target>> {
+    if image == DEFAULT_IMAGE {
+        return Some(None);
+    }
+    arch::TARGETS
+        .iter()
+        .find(|t| image == arch::cross_image(DEFAULT_IMAGE, t.arch))
+        .map(Some)
+}
+
+/// The offline base of the image for `target`.
+pub fn rootfs_image(target: Option<&Target>) -> String {
+    match target {
+        None => ROOTFS_IMAGE.to_string(),
+        Some(t) => arch::cross_image(ROOTFS_IMAGE, t.arch),
+    }
+}
 const SUITE: &str = "trixie";
 
 /// Makes sure `image` is present, building ours when it is missing; returns its systemtap
 /// version. Other images must be built or loaded by their owner.
 pub async fn ensure(engine: &Engine, image: &str) -> Result<String> {
-    let current = |labels: &HashMap<String, String>| {
-        image != DEFAULT_IMAGE || labels.get(RECIPE_LABEL) == Some(&recipe())
+    let ours = ours(image);
+    let current = |labels: &HashMap<String, String>| match ours {
+        None => true,
+        Some(target) => labels.get(RECIPE_LABEL) == Some(&recipe_for(target)),
     };
     if let Some(labels) = engine.image_labels(image).await?
         && current(&labels)
     {
         return Ok(version_of(&labels));
     }
-    if image != DEFAULT_IMAGE {
+    let Some(target) = ours else {
         return Err(Error::NotInstalled(format!(
             "image {image} is not present: build it with `stap-server image build --image {image}` \
-             or load it with `docker load`"
+             (with -a ARCH for a server of another architecture) or load it with `docker load`"
         )));
-    }
+    };
     // One builder at a time on this host, whatever their state directories; the others find
     // the image made when they get the lock.
     let _lock = crate::lock::Lock::wait(Path::new(crate::lock::HOST_DIR), "image").await?;
@@ -64,7 +111,7 @@ pub async fn ensure(engine: &Engine, image: &str) -> Result<String> {
     eprintln!(
         "stap-server: image {image} is missing or from an older recipe; building it (this takes a few minutes)"
     );
-    build(engine, image, false).await
+    build(engine, image, target, false).await
 }
 
 /// The systemtap version an image's label carries, `unknown` without one.
@@ -75,38 +122,55 @@ pub fn version_of(labels: &HashMap<String, String>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Builds `image`: the offline route unless `registry`.
-pub async fn build(engine: &Engine, image: &str, registry: bool) -> Result<String> {
+/// Builds `image` for `target` (`None`: this host's architecture): the offline route
+/// unless `registry`.
+pub async fn build(
+    engine: &Engine,
+    image: &str,
+    target: Option<&Target>,
+    registry: bool,
+) -> Result<String> {
     let version = if registry {
         // The packages come with the first build; a second (cached) one adds the label.
-        build_dockerfile(engine, image, "debian:trixie-slim", "").await?;
+        build_dockerfile(engine, image, "debian:trixie-slim", "", target).await?;
         let version = probe_version(engine, image).await?;
-        build_dockerfile(engine, image, "debian:trixie-slim", &version).await?;
+        build_dockerfile(engine, image, "debian:trixie-slim", &version, target).await?;
         version
     } else {
         // The root filesystem already holds the packages: one build, labelled from the start.
-        ensure_rootfs(engine).await?;
-        let version = probe_version(engine, ROOTFS_IMAGE).await?;
-        build_dockerfile(engine, image, ROOTFS_IMAGE, &version).await?;
+        let base = rootfs_image(target);
+        ensure_rootfs(engine, target).await?;
+        let version = probe_version(engine, &base).await?;
+        build_dockerfile(engine, image, &base, &version, target).await?;
         version
     };
     eprintln!("stap-server: image {image} built (systemtap {version})");
     Ok(version)
 }
 
-async fn build_dockerfile(engine: &Engine, image: &str, base: &str, version: &str) -> Result<()> {
+async fn build_dockerfile(
+    engine: &Engine,
+    image: &str,
+    base: &str,
+    version: &str,
+    target: Option<&Target>,
+) -> Result<()> {
     let fail = |reason: String| Error::Image {
         image: image.into(),
         reason,
     };
     let context =
         build_context().map_err(|e| fail(format!("cannot make the build context: {e}")))?;
-    let args = HashMap::from([
+    let mut args = HashMap::from([
         ("BASE".to_string(), base.to_string()),
         ("VERSION".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("SYSTEMTAP_VERSION".to_string(), version.to_string()),
-        ("RECIPE".to_string(), recipe()),
+        ("RECIPE".to_string(), recipe_for(target)),
     ]);
+    // The native image keeps the Dockerfile's own package list (and so its build cache).
+    if target.is_some() {
+        args.insert("PACKAGES".to_string(), packages(target));
+    }
     let mut stream = engine.api().build_image(image, context, args);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| fail(e.reason))?;
@@ -177,14 +241,16 @@ pub fn upstream_version(debian: &str) -> String {
         .to_string()
 }
 
-/// Imports the offline root filesystem unless present: mmdebstrap's tar goes straight from
-/// its standard output into the engine, with no temporary file.
-async fn ensure_rootfs(engine: &Engine) -> Result<()> {
-    if engine.image_labels(ROOTFS_IMAGE).await?.is_some() {
+/// Imports the offline root filesystem of the image for `target` unless present:
+/// mmdebstrap's tar goes straight from its standard output into the engine, with no
+/// temporary file.
+async fn ensure_rootfs(engine: &Engine, target: Option<&Target>) -> Result<()> {
+    let rootfs = rootfs_image(target);
+    if engine.image_labels(&rootfs).await?.is_some() {
         return Ok(());
     }
     let fail = |reason: String| Error::Image {
-        image: ROOTFS_IMAGE.into(),
+        image: rootfs.clone(),
         reason,
     };
     if which("mmdebstrap").is_none() {
@@ -203,8 +269,8 @@ async fn ensure_rootfs(engine: &Engine) -> Result<()> {
     file.write_all(sources.as_bytes())
         .and_then(|()| file.flush())
         .map_err(|e| fail(format!("cannot write the apt sources: {e}")))?;
-    let include = PACKAGES.replace(' ', ",");
-    eprintln!("stap-server: making the {SUITE} root filesystem with mmdebstrap");
+    let include = packages(target).replace(' ', ",");
+    eprintln!("stap-server: making the {SUITE} root filesystem {rootfs} with mmdebstrap");
     let mut child = tokio::process::Command::new("mmdebstrap")
         .args([
             "--variant=essential",
@@ -233,7 +299,7 @@ async fn ensure_rootfs(engine: &Engine) -> Result<()> {
         .spawn()
         .map_err(|e| fail(format!("cannot run mmdebstrap: {e}")))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let (repo, tag) = ROOTFS_IMAGE.split_once(':').expect("the name has a tag");
+    let (repo, tag) = rootfs.rsplit_once(':').expect("the name has a tag");
     let import_error = engine
         .api()
         .import_image(repo, tag, Box::new(stdout))
@@ -245,7 +311,7 @@ async fn ensure_rootfs(engine: &Engine) -> Result<()> {
         .await
         .map_err(|e| fail(format!("mmdebstrap: {e}")))?;
     if !status.success() {
-        let _ = engine.api().remove_image(ROOTFS_IMAGE).await;
+        let _ = engine.api().remove_image(&rootfs).await;
         return Err(fail(format!("mmdebstrap failed ({status})")));
     }
     if let Some(e) = import_error {
@@ -370,6 +436,23 @@ pub fn rewrite_sources(texts: &[(bool, String)], from: &str, to: &str) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_recipe_unchanged_cross_ones_apart() {
+        let arm = arch::target("arm64");
+        assert_eq!(recipe_for(None), recipe());
+        assert_ne!(recipe_for(arm), recipe());
+        assert_eq!(packages(None), PACKAGES);
+        assert_eq!(
+            packages(arm),
+            format!("{PACKAGES} gcc-12-aarch64-linux-gnu gcc-14-aarch64-linux-gnu")
+        );
+        assert_eq!(ours(DEFAULT_IMAGE), Some(None));
+        assert_eq!(ours("stap-server-arm64:latest"), Some(arm));
+        assert_eq!(ours("mine:1"), None);
+        assert_eq!(rootfs_image(None), ROOTFS_IMAGE);
+        assert_eq!(rootfs_image(arm), "stap-server-rootfs-arm64:trixie");
+    }
 
     #[test]
     fn versions() {

@@ -9,6 +9,8 @@
 //! - [`limits`]: resource limits of server containers and of their requests, with safe
 //!   defaults.
 //! - [`spec`]: `ServerSpec` and its resolution from options, configuration and running servers.
+//! - [`arch`]: target architectures: a tree's, the cross toolchains and images of foreign
+//!   ones, Debian's sibling trees of a version for another architecture.
 //! - [`buildtree`]: a release or a path → the build tree and the host directories it needs.
 //! - [`plan`]: the classic action semantics as pure functions: what each action stops and
 //!   starts, what `status` reports with which exit code.
@@ -36,6 +38,7 @@
 pub mod advertise;
 pub mod announce;
 pub mod app;
+pub mod arch;
 pub mod body;
 pub mod buildtree;
 pub mod certinfo;

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::arch;
 use crate::cli::Opt;
 use crate::config::{self, ConfigError, GlobalConfig, ServerConfig};
 use crate::error::{Error, Result};
@@ -22,6 +23,15 @@ pub struct Settings {
 impl Settings {
     pub fn tenant(&self) -> String {
         self.global.tenant_name()
+    }
+
+    /// Reads the trees of the servers found running too, so that `-n NICK -a ARCH` finds
+    /// the sibling of NICK's tree.
+    pub fn survey_running(&mut self, observed: &[spec::Server]) {
+        self.host.trees.add(
+            observed.iter().map(|s| s.spec.release.as_str()),
+            &self.global.modules_path,
+        );
     }
 
     /// The servers a start-like action makes when none is named: the configured ones, else
@@ -104,10 +114,29 @@ pub fn load_settings(opts: &[Opt]) -> Result<Settings> {
 
     let uts = nix::sys::utsname::uname().map_err(|e| Error::Invalid(format!("uname: {e}")))?;
     let installed = spec::installed_releases(&global.modules_path).unwrap_or_default();
+    let release = uts.release().to_string_lossy().into_owned();
+    let named = opts.iter().filter_map(|o| match o {
+        Opt::Release(r) => Some(r.as_str()),
+        _ => None,
+    });
+    let trees = arch::Trees::survey(
+        installed
+            .iter()
+            .map(String::as_str)
+            .chain(named)
+            .chain(
+                configured
+                    .iter()
+                    .flat_map(|(_, c)| c.releases.iter().map(String::as_str)),
+            )
+            .chain([release.as_str()]),
+        &global.modules_path,
+    );
     let host = Host {
         arch: spec::stap_arch(&uts.machine().to_string_lossy()),
-        release: uts.release().to_string_lossy().into_owned(),
+        release,
         installed,
+        trees,
     };
     Ok(Settings {
         global,
@@ -130,13 +159,32 @@ fn read_config<T>(
     parse(file, path).map_err(Error::Config)
 }
 
-/// The image `image build` makes: `--image`, else the configured one, else the default.
-pub fn image_name(opts: &[Opt], global: &GlobalConfig) -> String {
-    opts.iter()
-        .rev()
-        .find_map(|o| match o {
-            Opt::Image(i) => Some(i.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| global.default_image())
+/// The image `image build` makes, and for which foreign target: `--image`, else the
+/// configured one, else the default; with `-a ARCH` of a foreign target, and no `--image`,
+/// that target's image of the configured or default one.
+pub fn image_to_build(
+    opts: &[Opt],
+    settings: &Settings,
+) -> Result<(String, Option<&'static arch::Target>)> {
+    let last = |pick: fn(&Opt) -> Option<&String>| opts.iter().rev().find_map(pick);
+    let target = match last(|o| match o {
+        Opt::Arch(a) => Some(a),
+        _ => None,
+    }) {
+        Some(a) => {
+            arch::cross(a, &settings.host.arch).map_err(|e| Error::Invalid(e.to_string()))?
+        }
+        None => None,
+    };
+    let name = match last(|o| match o {
+        Opt::Image(i) => Some(i),
+        _ => None,
+    }) {
+        Some(i) => i.clone(),
+        None => {
+            let native = settings.global.default_image();
+            target.map_or(native.clone(), |t| arch::cross_image(&native, t.arch))
+        }
+    };
+    Ok((name, target))
 }

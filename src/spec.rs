@@ -182,6 +182,8 @@ pub struct Host {
     pub release: String,
     /// Releases under the modules directory, sorted (for `-i`).
     pub installed: Vec<String>,
+    /// The architectures of the trees releases name, and their siblings for other ones.
+    pub trees: crate::arch::Trees,
 }
 
 /// What the options asked for.
@@ -244,6 +246,9 @@ pub fn resolve(
     let mut unknown_nickname: Option<String> = None;
     let mut lists = Lists::default();
     let mut overrides = Overrides::default();
+    // Whether the releases were named (`-r`, `-i`), not taken from a server `-n`/`-p` named:
+    // only taken ones follow a `-a` to their tree for that architecture.
+    let mut named_releases = false;
 
     for opt in opts {
         // Any option that describes the server ends a nickname's hold on it: what follows
@@ -274,13 +279,19 @@ pub fn resolve(
         }
         match opt {
             Opt::Arch(a) => draft.arch = Some(a.clone()),
-            Opt::Release(r) => draft.releases.push(r.clone()),
+            Opt::Release(r) => {
+                named_releases = true;
+                draft.releases.push(r.clone());
+            }
             Opt::Include(p) => draft.includes.push(p.clone()),
             Opt::Define(d) => draft.defines.push(d.clone()),
             Opt::Build(b) => draft.builds.push(b.clone()),
             Opt::Runtime(r) => draft.runtime = Some(r.clone()),
             Opt::User(u) => draft.user = Some(u.clone()),
-            Opt::AllReleases => draft.releases.extend(host.installed.iter().cloned()),
+            Opt::AllReleases => {
+                named_releases = true;
+                draft.releases.extend(host.installed.iter().cloned());
+            }
             Opt::Nickname(nick) => {
                 specified = true;
                 let running = observed
@@ -289,6 +300,7 @@ pub fn resolve(
                 let config = configured
                     .iter()
                     .find(|(_, c)| c.nickname.as_ref() == Some(nick));
+                named_releases = false;
                 if let Some(server) = running {
                     draft = server.spec.to_config();
                 } else if let Some((_, config)) = config {
@@ -305,6 +317,7 @@ pub fn resolve(
                     .iter()
                     .find(|s| s.pid == Some(*pid))
                     .ok_or(NoSuchPid(*pid))?;
+                named_releases = false;
                 draft = server.spec.to_config();
             }
             Opt::Keep => overrides.keep = true,
@@ -326,7 +339,15 @@ pub fn resolve(
 
     let targets = specified.then(|| {
         let mut next = 0;
-        let specs = expand(&draft, global, host, &lists, &mut next, &overrides);
+        let specs = expand(
+            &draft,
+            global,
+            host,
+            &lists,
+            &mut next,
+            &overrides,
+            !named_releases,
+        );
         specs
             .into_iter()
             .map(|mut spec| match &unknown_nickname {
@@ -359,7 +380,15 @@ pub fn configured_specs(
         .iter()
         .flat_map(|(_, cfg)| {
             let mut next = 0;
-            expand(cfg, global, host, &Lists::default(), &mut next, overrides)
+            expand(
+                cfg,
+                global,
+                host,
+                &Lists::default(),
+                &mut next,
+                overrides,
+                false,
+            )
         })
         .collect()
 }
@@ -379,10 +408,14 @@ pub fn default_specs(
         lists,
         &mut next,
         overrides,
+        true,
     )
 }
 
 /// One spec per release of `cfg`, with defaults filled and the lists' items `next..` applied.
+/// A server's architecture is the one asked for, else its tree's, else the host's; with
+/// `follow_arch` (releases not named, but taken from another server or the host), a release
+/// whose tree is for another architecture than the one asked becomes its sibling for it.
 fn expand(
     cfg: &ServerConfig,
     global: &GlobalConfig,
@@ -390,6 +423,7 @@ fn expand(
     lists: &Lists,
     next: &mut usize,
     overrides: &Overrides,
+    follow_arch: bool,
 ) -> Vec<ServerSpec> {
     let releases = if cfg.releases.is_empty() {
         vec![host.release.clone()]
@@ -401,9 +435,27 @@ fn expand(
         .map(|release| {
             let i = *next;
             *next += 1;
+            let tree_arch = host.trees.arch(&release);
+            let arch = cfg
+                .arch
+                .clone()
+                .or_else(|| tree_arch.map(str::to_string))
+                .unwrap_or_else(|| host.arch.clone());
+            let release = match host.trees.sibling(&release, &arch) {
+                Some(sibling) if follow_arch && tree_arch != Some(arch.as_str()) => {
+                    sibling.to_string()
+                }
+                _ => release,
+            };
+            let image = overrides
+                .image
+                .clone()
+                .or_else(|| cfg.image.clone())
+                .unwrap_or_else(|| global.default_image());
             ServerSpec {
                 tenant: global.tenant_name(),
-                arch: cfg.arch.clone().unwrap_or_else(|| host.arch.clone()),
+                image: crate::arch::image_for(&image, &global.default_image(), &arch, &host.arch),
+                arch,
                 release,
                 user: cfg
                     .user
@@ -426,11 +478,6 @@ fn expand(
                     &cfg.max_compressed_request,
                 ),
                 keep: overrides.keep,
-                image: overrides
-                    .image
-                    .clone()
-                    .or_else(|| cfg.image.clone())
-                    .unwrap_or_else(|| global.default_image()),
                 limits: overrides
                     .limits
                     .over(cfg.limits)
@@ -489,6 +536,7 @@ pub(crate) mod tests {
             arch: "x86_64".into(),
             release: "6.1.0-running".into(),
             installed: vec!["6.1.0-a".into(), "6.12.0-b".into()],
+            trees: Default::default(),
         }
     }
 
@@ -742,6 +790,61 @@ pub(crate) mod tests {
         c.port = Some(5602);
         assert!(!c.same_settings(&b));
         assert!(!spec("r2").designates(&b));
+    }
+
+    #[test]
+    fn arch_from_the_tree_and_images_per_arch() {
+        let mut h = host();
+        h.installed = vec!["6.1.0-57-amd64".into(), "6.1.0-57-arm64".into()];
+        h.trees = crate::arch::Trees::default()
+            .with("6.1.0-57-amd64", "x86_64", &[("arm64", "6.1.0-57-arm64")])
+            .with("6.1.0-57-arm64", "arm64", &[("x86_64", "6.1.0-57-amd64")])
+            .with("/srv/arm", "arm64", &[]);
+        let global = GlobalConfig::default();
+        let resolve = |opts: &[Opt], observed: &[Server]| {
+            servers(&resolve(opts, &global, &[], observed, &h).unwrap())
+        };
+        let all = resolve(&[Opt::AllReleases], &[]);
+        assert_eq!(
+            all.iter()
+                .map(|s| (s.arch.as_str(), s.image.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("x86_64", "stap-server:latest"),
+                ("arm64", "stap-server-arm64:latest")
+            ],
+            "-i gives each server its tree's arch"
+        );
+        let path = resolve(&[Opt::Release("/srv/arm".into())], &[]);
+        assert_eq!(path[0].arch, "arm64");
+
+        // An arch asked for a named release is kept, for the tree check to refuse.
+        let asked = resolve(
+            &[
+                Opt::Arch("arm64".into()),
+                Opt::Release("6.1.0-57-amd64".into()),
+            ],
+            &[],
+        );
+        assert_eq!(
+            (asked[0].arch.as_str(), asked[0].release.as_str()),
+            ("arm64", "6.1.0-57-amd64")
+        );
+
+        // -n NICK -a ARCH: NICK's server, on its tree's sibling for ARCH.
+        let mut native = ServerSpec::example("6.1.0-57-amd64");
+        native.nickname = Some("native".into());
+        native.includes = vec!["/opt/tapsets".into()];
+        let observed = [running(native, 42)];
+        let like = resolve(
+            &[Opt::Nickname("native".into()), Opt::Arch("arm64".into())],
+            &observed,
+        );
+        assert_eq!(like[0].arch, "arm64");
+        assert_eq!(like[0].release, "6.1.0-57-arm64");
+        assert_eq!(like[0].image, "stap-server-arm64:latest");
+        assert_eq!(like[0].includes, ["/opt/tapsets"]);
+        assert_eq!(like[0].nickname, None);
     }
 
     #[test]
