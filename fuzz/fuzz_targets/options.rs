@@ -3,7 +3,8 @@
 //! pure steps that follow it (plans, names, labels, stap-serverd arguments, report lines).
 //! Beyond "no panic, no hang": every resolved server survives the trip through its labels
 //! (status, stop and restart read servers back from them), has a name the engine accepts,
-//! and has limits the engine enforces (none of them zero, which means unlimited).
+//! and has limits the engine enforces (none of them zero, which means unlimited, but the CPU,
+//! which has no cap unless one is set).
 
 #![no_main]
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use libfuzzer_sys::fuzz_target;
 use stap_server::cli::{self, Invocation};
 use stap_server::config::{self, GlobalConfig};
+use stap_server::buildtree::BuildTree;
 use stap_server::spec::{self, Host, Server, Target};
 use stap_server::{body, labels, plan, report};
 
@@ -20,6 +22,7 @@ fn host() -> Host {
         arch: "x86_64".into(),
         release: "6.1.0-56-amd64".into(),
         installed: vec!["6.1.0-56-amd64".into(), "6.12.38+deb13-amd64".into()],
+        trees: Default::default(),
     }
 }
 
@@ -57,7 +60,7 @@ fn check_spec(spec: &spec::ServerSpec) {
         "container name {name:?}"
     );
     assert!(
-        spec.limits.memory > 0 && spec.limits.nano_cpus > 0,
+        spec.limits.memory > 0 && spec.limits.nano_cpus >= 0,
         "{:?}",
         spec.limits
     );
@@ -66,7 +69,18 @@ fn check_spec(spec: &spec::ServerSpec) {
         "{:?}",
         spec.limits
     );
-    let _ = body::server_args(spec, &spec.release);
+    let tree = BuildTree {
+        kernel_release: spec.release.clone(),
+        build: PathBuf::from(&spec.release),
+        source: None,
+        modules_dir: None,
+        mounts: vec![],
+        debuginfo: vec![],
+        arch: Some(spec.arch.clone()),
+        compiler: None,
+        cross_compile: None,
+    };
+    let _ = body::server_args(spec, &tree);
     let _ = report::spec_options(spec);
 }
 
