@@ -41,19 +41,19 @@ pub fn prefix(tenant: &str) -> String {
 
 /// The advertisement of one server, `None` unless it runs with a host port.
 ///
-/// The instance name is fixed for the server's life (its nickname, else its release), so a
-/// restart does not rename it; avahi appends ` #2` where two servers would share a name.
+/// The instance name is fixed for the server's life, so a restart does not rename it (see
+/// [`service_name`]).
 pub fn advert(server: &Server, version: &str, certinfo: &str) -> Option<Advert> {
     if !server.running() {
         return None;
     }
     let spec = &server.spec;
-    let which = spec
-        .nickname
-        .clone()
-        .unwrap_or_else(|| server.kernel_release.clone());
+    let which = spec.nickname.as_deref().unwrap_or(&server.kernel_release);
+    let host = nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
     Some(Advert {
-        name: format!("Systemtap Compile Server on %h {which}"),
+        name: service_name(which, &spec.arch, &host_arch(), &host),
         port: server.host_port?,
         release: server.kernel_release.clone(),
         arch: spec.arch.clone(),
@@ -65,6 +65,46 @@ pub fn advert(server: &Server, version: &str, certinfo: &str) -> Option<Advert> 
             spec.runtime.as_deref(),
         ),
         certinfo: certinfo.into(),
+    })
+}
+
+/// The longest instance name avahi publishes: one DNS label, in bytes.
+const NAME_MAX: usize = 63;
+
+/// A server's instance name: `Systemtap Compile Server on HOST WHICH` (its nickname, else
+/// its release), with its arch after it when that is not the host's, so that a native server
+/// and its cross sibling of one nickname never share a name. Two records of one name are
+/// renamed by avahi as it loads them, and a client resolving that name meanwhile can pair
+/// one server's port with the other's TXT records (its arch). The part after the host's
+/// name is cut to what fits in one label once avahi puts the host's name in.
+pub fn service_name(which: &str, arch: &str, host_arch: &str, host: &str) -> String {
+    const LEAD: &str = "Systemtap Compile Server on %h ";
+    let tail = if arch == host_arch {
+        String::new()
+    } else {
+        format!(" {arch}")
+    };
+    let host = host.split('.').next().unwrap_or_default();
+    let room = NAME_MAX.saturating_sub(LEAD.len() - 2 + host.len());
+    let mut suffix = format!("{}{tail}", cut(which, room.saturating_sub(tail.len())));
+    suffix = cut(&suffix, room).to_string();
+    format!("{LEAD}{suffix}")
+}
+
+/// The longest start of `text` of at most `bytes` bytes.
+fn cut(text: &str, bytes: usize) -> &str {
+    let end = (0..=bytes.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
+/// stap's name for the architecture of this host (this program is built for it).
+fn host_arch() -> String {
+    crate::spec::stap_arch(match std::env::consts::ARCH {
+        "powerpc64" => "ppc64",
+        a => a,
     })
 }
 
@@ -489,7 +529,26 @@ mod tests {
             }
         );
         let named = advert(&server(Some("native"), "running", Some(1)), "5.1", "").unwrap();
-        assert_eq!(named.name, "Systemtap Compile Server on %h native");
+        assert!(named.name.ends_with(" native"), "{}", named.name);
+    }
+
+    #[test]
+    fn service_names_tell_cross_servers_apart_and_fit_one_label() {
+        let name = |which, arch, host| service_name(which, arch, "x86_64", host);
+        assert_eq!(
+            name("native", "x86_64", "h"),
+            "Systemtap Compile Server on %h native"
+        );
+        assert_eq!(
+            name("native", "arm64", "h.example.org"),
+            "Systemtap Compile Server on %h native arm64"
+        );
+        let host = "a-rather-long-host-name";
+        let long = name("6.1.0-57-amd64", "powerpc", host);
+        assert_eq!(long.replace("%h", host).len(), NAME_MAX, "{long}");
+        assert!(long.ends_with(" 6.1 powerpc"), "{long}");
+        let huge = name("x", "arm64", &"h".repeat(80));
+        assert_eq!(huge, "Systemtap Compile Server on %h ");
     }
 
     #[test]

@@ -132,8 +132,19 @@ impl Executor {
                             &server.id,
                             &server.spec.tenant,
                         )?;
-                        engine.remove(&server.id, STOP_GRACE).await?;
+                        let found = engine.remove(&server.id, STOP_GRACE).await?;
                         stopping.done()?;
+                        // The container listed was already gone: another manager stopped
+                        // it, and may have made a new one of that name since, whose
+                        // advertisement stays.
+                        if !found
+                            && engine
+                                .find(&server.name)
+                                .await?
+                                .is_some_and(|rt| rt.state == "running")
+                        {
+                            return Ok(());
+                        }
                         // Withdrawn under the lock: no server of that name is made meanwhile
                         // whose advertisement this would take away.
                         let key = announce::key(&server.spec.tenant, &server.name);
@@ -914,6 +925,38 @@ mod tests {
         .unwrap();
         assert!(xml.contains(&format!("<port>{}</port>", crate::engine::fake::HOST_PORT)));
         assert!(xml.contains("certinfo=01:02"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_of_a_server_another_manager_remade_leaves_its_advertisement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut exec, fake) = executor(dir.path());
+        std::fs::create_dir(dir.path().join("avahi")).unwrap();
+        let b = spec("b");
+        running(&fake, &b);
+        let observed = exec.engine.observe("default").await.unwrap();
+        let name = body::container_name(&b);
+        let key = announce::key("default", &name);
+        let advert = announce::advert(&observed.servers[0], "5.1", "01:02").unwrap();
+        exec.publisher.publish(&key, &advert).unwrap();
+        // Between this manager's list and its stop, another restarted b.
+        fake.remake(&name);
+        let targets = [Target::Server(b.clone())];
+        assert!(
+            exec.stop(&plan::stop(Some(&targets), &observed.servers))
+                .await
+        );
+        assert_eq!(adverts(&exec), std::slice::from_ref(&key));
+        assert!(exec.engine.find(&name).await.unwrap().is_some());
+
+        // Gone with nothing of its name made since: its advertisement goes too.
+        let observed = exec.engine.observe("default").await.unwrap();
+        exec.engine.remove(&name, Duration::ZERO).await.unwrap();
+        assert!(
+            exec.stop(&plan::stop(Some(&targets), &observed.servers))
+                .await
+        );
+        assert!(adverts(&exec).is_empty());
     }
 
     #[tokio::test]

@@ -75,6 +75,17 @@ impl Fake {
         );
     }
 
+    /// Gives the container of that name a new id, as when another manager removed it and
+    /// made a new one of the same name.
+    pub fn remake(&self, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let c = state
+            .containers
+            .get_mut(name)
+            .expect("a container of that name");
+        c.id.push_str("-new");
+    }
+
     pub fn add_image(&self, image: &str, labels: Labels) {
         self.state
             .lock()

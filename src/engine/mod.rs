@@ -607,8 +607,9 @@ impl Engine {
     }
 
     /// Stops (SIGTERM, then SIGKILL after `grace`; with no grace, killed at once) and removes
-    /// a container. A container that is already gone counts as removed.
-    pub async fn remove(&self, id: &str, grace: Duration) -> Result<()> {
+    /// a container. A container that is already gone counts as removed; the answer says
+    /// whether this call found it (`false`: the engine knew no such container).
+    pub async fn remove(&self, id: &str, grace: Duration) -> Result<bool> {
         // With no grace, the forced removal kills the container itself: one request, not two.
         if !grace.is_zero() {
             match self.api.stop(id, grace).await {
@@ -618,10 +619,10 @@ impl Engine {
             }
         }
         match self.api.remove(id).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.status == Some(404) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.status == Some(404) => Ok(false),
             // Removal already under way (another manager): it will be gone.
-            Err(e) if e.status == Some(409) => Ok(()),
+            Err(e) if e.status == Some(409) => Ok(true),
             Err(e) => Err(e.into()),
         }
     }
