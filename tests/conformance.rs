@@ -20,9 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::{Env, docker, headers_release, require, require_debuginfo, text, view};
+use common::{
+    Env, docker, foreign_tree, free_port, headers_release, require, require_debuginfo, text, trust,
+    view,
+};
 
 /// The default set: timers, tracepoints, DWARF probes (kernel.function and statements, with
 /// $variables), syscalls, networking, block I/O, memory, processes, profiling, guru mode, a
@@ -181,7 +184,7 @@ fn shell_words(line: &str) -> Option<Vec<String>> {
 }
 
 /// The examples to try: the default set, or every one (`STAP_CONFORMANCE=all`).
-fn examples(root: &Path) -> Vec<Example> {
+fn examples(root: &Path, set: &[&str]) -> Vec<Example> {
     let all = std::env::var("STAP_CONFORMANCE").as_deref() == Ok("all");
     let mut metas: Vec<PathBuf> = Vec::new();
     if all {
@@ -197,7 +200,7 @@ fn examples(root: &Path) -> Vec<Example> {
         }
         metas.sort();
     } else {
-        for name in DEFAULT_SET {
+        for name in set {
             let meta = root.join(format!("{name}.meta"));
             assert!(meta.is_file(), "{} is not in systemtap-doc", meta.display());
             metas.push(meta);
@@ -248,10 +251,11 @@ fn outcome(out: std::io::Result<Output>, started: Instant) -> Outcome {
     }
 }
 
-/// A reference container: the image's stap with the host's trees and debuginfo, no CPU or
-/// memory limit, labelled with the test's tenant so that it is removed with the rest. Its
-/// translator runs under the classic request limits (the image's translator wrapper).
-fn reference(env: &Env, work: &Path) -> String {
+/// A reference container: `image`'s stap with the host's trees and debuginfo (`modules` as
+/// its /lib/modules), no CPU or memory limit, labelled with the test's tenant so that it is
+/// removed with the rest. Its translator runs under the classic request limits (the image's
+/// translator wrapper).
+fn reference(env: &Env, work: &Path, image: &str, modules: &Path) -> String {
     let name = format!("stap-server-{}-reference", env.tenant);
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -275,12 +279,10 @@ fn reference(env: &Env, work: &Path) -> String {
         "SYSTEMTAP_DIR=/tmp/.systemtap".into(),
         "-v".into(),
         format!("{}:/work", work.display()),
+        "-v".into(),
+        format!("{}:/lib/modules:ro", modules.display()),
     ];
-    let mut host = vec![
-        "/lib/modules".to_string(),
-        "/usr/src".into(),
-        "/usr/lib/debug".into(),
-    ];
+    let mut host = vec!["/usr/src".to_string(), "/usr/lib/debug".into()];
     for entry in std::fs::read_dir("/usr/lib").unwrap().flatten() {
         if entry
             .file_name()
@@ -297,7 +299,7 @@ fn reference(env: &Env, work: &Path) -> String {
     args.extend([
         "--entrypoint".into(),
         "sleep".into(),
-        common::image(),
+        image.into(),
         "infinity".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -317,47 +319,43 @@ fn copy_examples(from: &Path, to: &Path) {
     assert!(cp.status.success(), "cp: {}", text(&cp));
 }
 
-#[test]
-fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
-    require("stap", "the systemtap client (apt-get install systemtap)");
-    let root = examples_dir();
-    let release = headers_release();
-    require_debuginfo(&release);
-    let examples = examples(&root);
-    assert!(
-        std::env::var("STAP_CONFORMANCE").is_ok() || examples.len() >= 40,
-        "only {} examples have a plain stap test_check line",
-        examples.len()
-    );
+/// One compile of an example, reference or server.
+type Compile<'a> = &'a (dyn Fn(&Example) -> std::io::Result<Output> + Sync);
 
-    let env = Env::new("conform");
-    let (ref_work, server_work) = (env.path("reference"), env.path("server"));
-    copy_examples(&root, &ref_work);
-    copy_examples(&root, &server_work);
-    let server = view::start(&env, &release);
-    let server_first = view::check(&env, &server, &release);
-    let (port, client) = (server.port, server.client.clone());
-    let reference = reference(&env, &ref_work);
-    // The reference's first tracepoint compile, as the server's above: both caches warm
-    // before the examples.
-    let started = Instant::now();
-    let warm = docker(&[
-        "exec",
-        "-w",
-        "/tmp",
-        &reference,
-        TRANSLATOR,
-        "-r",
-        &release,
-        "-p4",
-        "-e",
-        "probe kernel.trace(\"sched:sched_switch\") { printf(\"%s\\n\", $next->comm$); exit() }",
-    ]);
-    assert!(warm.status.success(), "reference: {}", text(&warm));
-    let ref_first = started.elapsed();
+/// The reference's translator on `example`, in `reference`'s copy of the examples, with
+/// `options` before the example's own.
+fn in_reference(reference: &str, options: &[&str], example: &Example) -> std::io::Result<Output> {
+    Command::new("docker")
+        .args(["exec", "-w", &format!("/work/{}", example.dir), reference])
+        .arg(TRANSLATOR)
+        .args(options)
+        .args(&example.args)
+        .output()
+}
 
-    // Two at a time (the machine's cores): each example's reference and server compiles
-    // are separate jobs, so the two kinds share the machine alike.
+/// The stock client on `example` through the server at `port`, trusted in `client`, in
+/// `work`'s copy of the examples, with `options` before the example's own.
+fn through_server(
+    port: u16,
+    client: &Path,
+    work: &Path,
+    options: &[&str],
+    example: &Example,
+) -> std::io::Result<Output> {
+    Command::new("stap")
+        .arg(format!("--use-server=127.0.0.1:{port}"))
+        .env("SYSTEMTAP_DIR", client.join(".systemtap"))
+        .args(options)
+        .args(&example.args)
+        .current_dir(work.join(&example.dir))
+        .output()
+}
+
+/// Every example compiled by the reference and through the server, two compiles at a time
+/// (the machine's cores; `STAP_CONFORMANCE_JOBS` says otherwise): each example's two
+/// compiles are separate jobs, so the two kinds share the machine alike. Returns each
+/// example's [reference, server] outcomes.
+fn compile_all(examples: &[Example], reference: Compile, server: Compile) -> Vec<[Outcome; 2]> {
     let jobs: Vec<(usize, bool)> = (0..examples.len())
         .flat_map(|i| [(i, true), (i, false)])
         .collect();
@@ -374,27 +372,7 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
                 while let Some(&(i, is_ref)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let ex = &examples[i];
                     let started = Instant::now();
-                    let out = if is_ref {
-                        let mut args: Vec<String> = vec![
-                            "exec".into(),
-                            "-w".into(),
-                            format!("/work/{}", ex.dir),
-                            reference.clone(),
-                            TRANSLATOR.into(),
-                            "-r".into(),
-                            release.clone(),
-                        ];
-                        args.extend(ex.args.iter().cloned());
-                        Command::new("docker").args(&args).output()
-                    } else {
-                        Command::new("stap")
-                            .arg(format!("--use-server=127.0.0.1:{port}"))
-                            .env("SYSTEMTAP_DIR", client.join(".systemtap"))
-                            .args(["-r", &release])
-                            .args(&ex.args)
-                            .current_dir(server_work.join(&ex.dir))
-                            .output()
-                    };
+                    let out = if is_ref { reference(ex) } else { server(ex) };
                     let o = outcome(out, started);
                     println!(
                         "{:<40} {:<9} {:>6.1} s {}",
@@ -408,68 +386,283 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
             });
         }
     });
+    results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|[r, s]| [r.unwrap(), s.unwrap()])
+        .collect()
+}
 
-    let results = results.into_inner().unwrap();
-    let (mut ref_ok, mut server_ok, mut ref_secs, mut server_secs) = (0, 0, 0.0, 0.0);
-    let mut failures = Vec::new();
-    // The table, also written where CI keeps the test's files (read it after a passing run).
-    let mut table = String::new();
-    let mut line = |l: String| {
+/// What the examples' compiles add up to.
+#[derive(Default)]
+struct Tally {
+    /// The table, one line per example, then the reasons of what failed.
+    table: String,
+    ref_ok: usize,
+    server_ok: usize,
+    /// Compile time of the examples both compiled.
+    ref_secs: f64,
+    server_secs: f64,
+    /// Examples the reference compiled and the server did not, with no known reason.
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn line(&mut self, l: String) {
         println!("{l}");
-        table.push_str(&l);
-        table.push('\n');
-    };
-    line(format!(
-        "{:<40} {:>14} {:>14}",
-        "example", "reference", "server"
-    ));
-    for (ex, [r, s]) in examples.iter().zip(&results) {
-        let (r, s) = (r.as_ref().unwrap(), s.as_ref().unwrap());
-        let word = |o: &Outcome| format!("{} {:>6.1}s", if o.ok { "ok" } else { "FAIL" }, o.secs);
-        line(format!("{:<40} {:>14} {:>14}", ex.name, word(r), word(s)));
-        if r.ok {
-            ref_ok += 1;
-            if s.ok {
-                server_ok += 1;
-                ref_secs += r.secs;
-                server_secs += s.secs;
-            } else if let Some(why) = known_difference(&ex.name) {
-                line(format!(
-                    "    server: {} (systemtap's client and server: {why})",
-                    s.error
-                ));
+        self.table.push_str(&l);
+        self.table.push('\n');
+    }
+
+    fn of(examples: &[Example], results: &[[Outcome; 2]]) -> Tally {
+        let mut t = Tally::default();
+        t.line(format!(
+            "{:<40} {:>14} {:>14}",
+            "example", "reference", "server"
+        ));
+        for (ex, [r, s]) in examples.iter().zip(results) {
+            let word =
+                |o: &Outcome| format!("{} {:>6.1}s", if o.ok { "ok" } else { "FAIL" }, o.secs);
+            t.line(format!("{:<40} {:>14} {:>14}", ex.name, word(r), word(s)));
+            if r.ok {
+                t.ref_ok += 1;
+                if s.ok {
+                    t.server_ok += 1;
+                    t.ref_secs += r.secs;
+                    t.server_secs += s.secs;
+                } else if let Some(why) = known_difference(&ex.name) {
+                    t.line(format!(
+                        "    server: {} (systemtap's client and server: {why})",
+                        s.error
+                    ));
+                } else {
+                    t.failures.push(format!("{}: {}", ex.name, s.error));
+                }
             } else {
-                failures.push(format!("{}: {}", ex.name, s.error));
-            }
-        } else {
-            line(format!("    reference: {}", r.error));
-            if s.ok {
-                server_ok += 1;
+                t.line(format!("    reference: {}", r.error));
+                if s.ok {
+                    t.server_ok += 1;
+                }
             }
         }
+        t
     }
-    line(format!(
-        "tried {}, reference ok {ref_ok}, server ok {server_ok}; compile time of the \
-         examples both compiled: reference {ref_secs:.1} s, server {server_secs:.1} s, \
-         ratio {:.2}; first tracepoint compiles: server {server_first:.1?}, reference \
-         {ref_first:.1?}",
+
+    /// Prints the counts and `firsts` (the first tracepoint compiles), writes the table to
+    /// `report` under the test's target directory (read it after a passing run), and fails
+    /// on any example the reference compiled and the server did not.
+    fn finish(mut self, tried: usize, firsts: String, report: &str) -> Tally {
+        self.line(format!(
+            "tried {tried}, reference ok {}, server ok {}; compile time of the examples both \
+             compiled: reference {:.1} s, server {:.1} s, ratio {:.2}; first tracepoint \
+             compiles: {firsts}",
+            self.ref_ok,
+            self.server_ok,
+            self.ref_secs,
+            self.server_secs,
+            self.server_secs / self.ref_secs.max(f64::EPSILON)
+        ));
+        let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join(report);
+        std::fs::write(&report, &self.table).unwrap();
+        println!("written to {}", report.display());
+        assert!(
+            self.failures.is_empty(),
+            "{} examples compile in the reference but not through the server:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+        self
+    }
+}
+
+/// Every example through `reference` and `server` ([`compile_all`]), tallied: the table and
+/// counts printed and written to `report`, with `firsts` (the server's and the reference's
+/// first tracepoint compiles); fails on an example the reference compiled and the server did
+/// not.
+fn compare(
+    examples: &[Example],
+    reference: Compile,
+    server: Compile,
+    firsts: (Duration, Duration),
+    report: &str,
+) -> Tally {
+    let results = compile_all(examples, reference, server);
+    Tally::of(examples, &results).finish(
         examples.len(),
-        server_secs / ref_secs.max(f64::EPSILON)
-    ));
-    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance.txt");
-    std::fs::write(&report, table).unwrap();
-    println!("written to {}", report.display());
+        format!("server {:.1?}, reference {:.1?}", firsts.0, firsts.1),
+        report,
+    )
+}
+
+/// A tracepoint compile: the first one of a translator fills its tracepoint cache.
+const TRACEPOINT: &str =
+    "probe kernel.trace(\"sched:sched_switch\") { printf(\"%s\\n\", $next->comm$); exit() }";
+
+#[test]
+fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
+    require("stap", "the systemtap client (apt-get install systemtap)");
+    let root = examples_dir();
+    let release = headers_release();
+    require_debuginfo(&release);
+    let examples = examples(&root, DEFAULT_SET);
     assert!(
-        failures.is_empty(),
-        "{} examples compile in the reference but not through the server:\n{}",
-        failures.len(),
-        failures.join("\n")
+        std::env::var("STAP_CONFORMANCE").is_ok() || examples.len() >= 40,
+        "only {} examples have a plain stap test_check line",
+        examples.len()
+    );
+
+    let env = Env::new("conform");
+    let (ref_work, server_work) = (env.path("reference"), env.path("server"));
+    copy_examples(&root, &ref_work);
+    copy_examples(&root, &server_work);
+    let server = view::start(&env, &release);
+    let server_first = view::check(&env, &server, &release);
+    let (port, client) = (server.port, server.client.clone());
+    let reference = reference(&env, &ref_work, &common::image(), Path::new("/lib/modules"));
+    // The reference's first tracepoint compile, as the server's above: both caches warm
+    // before the examples.
+    let started = Instant::now();
+    let warm = docker(&[
+        "exec", "-w", "/tmp", &reference, TRANSLATOR, "-r", &release, "-p4", "-e", TRACEPOINT,
+    ]);
+    assert!(warm.status.success(), "reference: {}", text(&warm));
+    let ref_first = started.elapsed();
+
+    let options = ["-r", release.as_str()];
+    let tally = compare(
+        &examples,
+        &|ex| in_reference(&reference, &options, ex),
+        &|ex| through_server(port, &client, &server_work, &options, ex),
+        (server_first, ref_first),
+        "conformance.txt",
     );
     if std::env::var("STAP_CONFORMANCE").is_err() {
         assert!(
-            ref_ok >= 40,
-            "only {ref_ok} of the default examples compile in the reference: is the host view \
-             (headers, debuginfo) complete?"
+            tally.ref_ok >= 40,
+            "only {} of the default examples compile in the reference: is the host view \
+             (headers, debuginfo) complete?",
+            tally.ref_ok
+        );
+    }
+    env.expect(&["stop"], 0);
+}
+
+/// The examples tried against an arm64 server: of the default set, those that compile for
+/// arm64 with no debuginfo (23 of 49 in the reference here; the others need DWARF and fail
+/// alike in both), one or more of each category, in CI time.
+const ARM64_SET: &[&str] = &[
+    "general/helloworld",
+    "general/regex",
+    "general/stopwatches",
+    "interrupt/interrupts-by-dev",
+    "io/iostats",
+    "io/switchfile",
+    "memory/mmreclaim",
+    "network/dropwatch",
+    "network/tcp_connections",
+    "process/forktracker",
+    "process/schedtimes",
+    "process/syscalls_by_proc",
+    "profiling/sched_switch",
+    "profiling/topsys",
+    "lwtools/execsnoop-nd",
+    "security-band-aids/cve-2016-5195",
+];
+
+/// The same examples for arm64: an arm64 server of the arm64 headers of the installed
+/// kernel's version (scripts/test-prerequisites.sh unpacks them to /usr/src), asked with
+/// `-a arm64` by the stock client, against the arm64 image's own stap cross-compiling for
+/// that tree. No arm64 debuginfo is fetched: examples that need DWARF fail in both and are
+/// shown, not counted.
+#[test]
+fn systemtap_examples_compile_for_arm64_as_in_the_reference() {
+    require("stap", "the systemtap client (apt-get install systemtap)");
+    let root = examples_dir();
+    let (tree, kernel_release) = foreign_tree("arm64");
+    let tree = tree.to_str().unwrap();
+    let examples = examples(&root, ARM64_SET);
+
+    let env = Env::new("conform-arm64");
+    let (ref_work, server_work) = (env.path("reference"), env.path("server"));
+    copy_examples(&root, &ref_work);
+    copy_examples(&root, &server_work);
+    let port = free_port();
+    env.expect(
+        &[
+            "start",
+            "-a",
+            "arm64",
+            "-r",
+            tree,
+            "--port",
+            &port.to_string(),
+        ],
+        0,
+    );
+    let client = env.path("client");
+    trust(&client, port);
+    // The reference sees the tree as an arm64 host with these headers installed would: its
+    // /lib/modules/RELEASE holds the package's build and source links (the source tree has
+    // the tracepoints' headers).
+    let modules = env.path("modules");
+    let release = tree.rsplit_once("linux-headers-").unwrap().1;
+    let common = tree.replace("-arm64", "-common");
+    std::fs::create_dir_all(modules.join(release)).unwrap();
+    std::os::unix::fs::symlink(tree, modules.join(release).join("build")).unwrap();
+    std::os::unix::fs::symlink(&common, modules.join(release).join("source")).unwrap();
+    let image = stap_server::arch::cross_image(&common::image(), "arm64");
+    let reference = reference(&env, &ref_work, &image, &modules);
+    let cross = stap_server::arch::target("arm64").unwrap().cross_compile();
+    let ref_options = ["-a", "arm64", "-r", release, "-B", cross.as_str()];
+    let server_options = ["-a", "arm64", "-r", kernel_release.as_str()];
+
+    // Both first tracepoint compiles, at once.
+    let first = |compile: &(dyn Fn() -> std::io::Result<Output> + Sync)| {
+        let started = Instant::now();
+        let out = compile().expect("run a compile");
+        assert!(
+            out.status.success(),
+            "first tracepoint compile: {}",
+            text(&out)
+        );
+        started.elapsed()
+    };
+    let (ref_first, server_first) = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            first(&|| {
+                Command::new("docker")
+                    .args(["exec", "-w", "/tmp", &reference, TRANSLATOR])
+                    .args(ref_options)
+                    .args(["-p4", "-e", TRACEPOINT])
+                    .output()
+            })
+        });
+        let c = first(&|| {
+            Command::new("stap")
+                .arg(format!("--use-server=127.0.0.1:{port}"))
+                .env("SYSTEMTAP_DIR", client.join(".systemtap"))
+                .args(server_options)
+                .args(["-p4", "-m", "first", "-e", TRACEPOINT])
+                .current_dir(&client)
+                .output()
+        });
+        (r.join().unwrap(), c)
+    });
+
+    let tally = compare(
+        &examples,
+        &|ex| in_reference(&reference, &ref_options, ex),
+        &|ex| through_server(port, &client, &server_work, &server_options, ex),
+        (server_first, ref_first),
+        "conformance-arm64.txt",
+    );
+    if std::env::var("STAP_CONFORMANCE").is_err() {
+        assert_eq!(
+            tally.ref_ok,
+            examples.len(),
+            "not every example of the arm64 set compiles in the reference: are the arm64 \
+             headers whole?"
         );
     }
     env.expect(&["stop"], 0);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Env, docker, headers_release, lines, require, text, trust};
+use common::{Env, docker, foreign_tree, headers_release, lines, require, text, trust};
 
 /// The installed amd64 headers' tree and its arm64 sibling, as the prerequisites lay them out.
 struct Trees {
@@ -35,26 +35,6 @@ fn trees() -> Trees {
         arm64,
         kernel_release,
     }
-}
-
-/// The installed kernel version's headers of the Debian kernel `flavour`, and the release
-/// its `include/config/kernel.release` gives.
-fn foreign_tree(flavour: &str) -> (PathBuf, String) {
-    let native_release = headers_release();
-    let version = native_release
-        .strip_suffix("-amd64")
-        .unwrap_or_else(|| panic!("the installed headers {native_release} are not amd64 ones"));
-    let tree = PathBuf::from(format!("/usr/src/linux-headers-{version}-{flavour}"));
-    let kernel_release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
-        .unwrap_or_else(|e| {
-            panic!(
-                "missing prerequisite: the {flavour} headers {} ({e}): \
-                 scripts/test-prerequisites.sh fetches linux-headers-{version}-{flavour} and \
-                 unpacks it there",
-                tree.display()
-            )
-        });
-    (tree, kernel_release.trim().to_string())
 }
 
 /// What `file` says of a module.
@@ -214,6 +194,11 @@ fn native_and_arm64_side_by_side_a_bare_client_gets_its_arch() {
             "{services}"
         );
     }
+    // Two instance names (one record of each), the arm64 one saying its arch.
+    let names: std::collections::BTreeSet<&str> =
+        services.lines().filter(|l| l.contains("<name ")).collect();
+    assert_eq!(names.len(), 2, "{services}");
+    assert!(services.contains(" arm64</name>"), "{services}");
 
     // A client with no trust of its own, no address and no port: mDNS and the host's trust
     // lead it to the server of its arch. Its mDNS browse may miss a record on a loaded host:
@@ -227,7 +212,7 @@ fn native_and_arm64_side_by_side_a_bare_client_gets_its_arch() {
         loop {
             let out = Command::new("stap")
                 .args(&args)
-                .args(["-p4", "-m", name, "-e", "probe begin { exit() }"])
+                .args(["-v", "-p4", "-m", name, "-e", "probe begin { exit() }"])
                 .current_dir(&client)
                 .env("HOME", &client)
                 .env("SYSTEMTAP_DIR", client.join(".systemtap"))
@@ -235,15 +220,26 @@ fn native_and_arm64_side_by_side_a_bare_client_gets_its_arch() {
                 .expect("run stap");
             if out.status.success() || Instant::now() > deadline {
                 assert!(out.status.success(), "bare {args:?}: {}", text(&out));
-                return file_type(&client.join(format!("{name}.ko")));
+                return (file_type(&client.join(format!("{name}.ko"))), text(&out));
             }
             std::thread::sleep(Duration::from_secs(1));
         }
     };
-    let arm = bare(Some("arm64"), "bare_arm");
-    assert!(arm.contains("ARM aarch64"), "{arm}");
-    let x86 = bare(None, "bare_native");
-    assert!(x86.contains("x86-64"), "{x86}");
+    // What the client knows of the servers, for a failure's message.
+    let servers = || {
+        let out = Command::new("stap")
+            .args(["-r", &t.kernel_release, "--list-servers=all"])
+            .current_dir(&client)
+            .env("HOME", &client)
+            .env("SYSTEMTAP_DIR", client.join(".systemtap"))
+            .output()
+            .expect("run stap");
+        text(&out)
+    };
+    let (arm, said) = bare(Some("arm64"), "bare_arm");
+    assert!(arm.contains("ARM aarch64"), "{arm}\n{said}\n{}", servers());
+    let (x86, said) = bare(None, "bare_native");
+    assert!(x86.contains("x86-64"), "{x86}\n{said}\n{}", servers());
 
     // -p tells them apart: the arm64 one stops, the native one runs on.
     let pid = arm_line.rsplit("PID ").next().unwrap().trim().to_string();

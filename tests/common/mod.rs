@@ -253,6 +253,26 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The installed kernel version's headers of the Debian kernel `flavour`, and the release
+/// its `include/config/kernel.release` gives.
+pub fn foreign_tree(flavour: &str) -> (PathBuf, String) {
+    let native_release = headers_release();
+    let version = native_release
+        .strip_suffix("-amd64")
+        .unwrap_or_else(|| panic!("the installed headers {native_release} are not amd64 ones"));
+    let tree = PathBuf::from(format!("/usr/src/linux-headers-{version}-{flavour}"));
+    let kernel_release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
+        .unwrap_or_else(|e| {
+            panic!(
+                "missing prerequisite: the {flavour} headers {} ({e}): \
+                 scripts/test-prerequisites.sh fetches linux-headers-{version}-{flavour} and \
+                 unpacks it there",
+                tree.display()
+            )
+        });
+    (tree, kernel_release.trim().to_string())
+}
+
 /// The running kernel's release, as `uname -r` prints it.
 pub fn running_release() -> String {
     let out = Command::new("uname").arg("-r").output().expect("uname");
