@@ -3,8 +3,8 @@
 # single-server figures (issue 7). Prints figures (medians of BENCH_RUNS runs, default 3) and
 # ratios, measured side by side in one run.
 #
-#   scripts/bench.sh [start multi classic status requests compile warm concurrent memory image
-#                     image-from-nothing]
+#   scripts/bench.sh [start multi classic status requests compile warm concurrent fuse memory
+#                     image image-from-nothing]
 #
 # No argument runs every section but image-from-nothing (which removes and rebuilds the
 # images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them).
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BENCH_RUNS:-3}
 MANY=${BENCH_MANY:-50}
-ALL=(start multi classic status requests compile warm concurrent memory image)
+ALL=(start multi classic status requests compile warm concurrent fuse memory image)
 SECTIONS=("$@")
 [ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=("${ALL[@]}")
 want() { local s; for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
@@ -82,7 +82,9 @@ if s:
       ids=$(docker ps -aq --filter "label=$l")
       [ -n "$ids" ] && docker rm -f $ids >/dev/null
     done
-    for v in $(docker volume ls -q --filter "label=io.stap-server.tenant=$t"); do docker volume rm "$v" >/dev/null; done
+    for l in "io.stap-server.tenant=$t" "io.stap-server.bench=$t"; do
+      for v in $(docker volume ls -q --filter "label=$l"); do docker volume rm "$v" >/dev/null; done
+    done
     for n in $(docker network ls -q --filter "label=io.stap-server.tenant=$t"); do docker network rm "$n" >/dev/null; done
   done
   rm -rf "$W"
@@ -511,6 +513,45 @@ if want concurrent; then
   done
   docker rm -f "stap-bench-$T-ref" >/dev/null
   as conc stop >/dev/null
+fi
+
+if want fuse; then
+  banner "k. compiles reading the image's files from its layers ($(docker info -f '{{.Driver}}')) vs from a volume filled from the image's /usr"
+  # Two containers of the image, each with the host's trees and the translator as a server's
+  # requests run it: one reads /usr (stap, its tapsets and runtime, gcc) from the image's
+  # layers, the other from a volume the engine fills from the image's /usr on first use.
+  kbuild=$(readlink -f "/lib/modules/$HEADERS/build/scripts" | sed 's|/scripts$||')
+  docker volume create --label "io.stap-server.bench=$T" "stap-bench-$T-usr" >/dev/null
+  for where in layers volume; do
+    extra=()
+    [ "$where" = volume ] && extra=(-v "stap-bench-$T-usr:/usr")
+    docker run -d --name "stap-bench-$T-$where" --label "io.stap-server.bench=$T" \
+      --user "$(id -u stap-server):$(id -g stap-server)" "${extra[@]}" \
+      -v /lib/modules:/lib/modules:ro -v /usr/src:/usr/src:ro -v "$kbuild:$kbuild:ro" \
+      --tmpfs /tmp:rw,size=1g -e HOME=/tmp -e SYSTEMTAP_DIR=/tmp/.systemtap -e TMPDIR=/tmp \
+      --entrypoint sleep "$IMAGE" infinity >/dev/null
+  done
+  in_container() { # WHERE KIND: one -p4 compile of a new script there
+    local n
+    n=$(date +%s%N)$BASHPID
+    docker exec -w /tmp "stap-bench-$T-$1" /usr/local/lib/stap-server/translator \
+      -r "$HEADERS" -p4 -m "b$n" -e "$(script "$2" "$n")"
+  }
+  # Untimed: each cache gets what the scripts share, and the page cache what they read.
+  for where in layers volume; do
+    for kind in timer trace; do elapsed in_container "$where" "$kind" >/dev/null; done
+  done
+  for kind in timer trace; do
+    layers=() volume=()
+    for i in $(seq 1 "$RUNS"); do
+      layers+=("$(elapsed in_container layers "$kind")")
+      volume+=("$(elapsed in_container volume "$kind")")
+    done
+    row "$kind compile, image layers vs /usr on a volume" "$(median "${layers[@]}")" \
+      "$(median "${volume[@]}")" "moved if >1.1x"
+  done
+  docker rm -f "stap-bench-$T-layers" "stap-bench-$T-volume" >/dev/null
+  docker volume rm "stap-bench-$T-usr" >/dev/null
 fi
 
 if want memory; then

@@ -104,6 +104,15 @@ pub fn network_name(tenant: &str) -> String {
     format!("stap-server-{}", sanitize(tenant))
 }
 
+/// stap-serverd's `--max-threads`: the server's own, else as many requests at once as the
+/// CPUs its cap gives (stap-serverd would count the host's processors, which a capped
+/// container cannot all use); none without either (the host's processors, as it counts).
+fn max_threads(spec: &ServerSpec) -> Option<u32> {
+    let nano = spec.limits.nano_cpus;
+    spec.max_threads
+        .or_else(|| (nano > 0).then(|| ((nano + 999_999_999) / 1_000_000_000) as u32))
+}
+
 /// stap-serverd's arguments for `spec` served from `tree`. A cross tree gets its
 /// `CROSS_COMPILE` as a make option (stap clears it from the environment of make), unless the
 /// server's own `-B` options set one.
@@ -140,7 +149,7 @@ pub fn server_args(spec: &ServerSpec, tree: &BuildTree) -> Vec<String> {
                 .as_ref()
                 .map(|p| in_host_view(&p.display().to_string())),
         ),
-        ("--max-threads", spec.max_threads.map(|n| n.to_string())),
+        ("--max-threads", max_threads(spec).map(|n| n.to_string())),
         (
             "--max-request-size",
             Some(
@@ -259,6 +268,13 @@ pub fn container_body(
     }
     if spec.warm {
         env.push(format!("STAP_SERVER_WARM={}", crate::warm::mark(spec)));
+        // The warm-up's DWARF probe, where there is a kernel image with debuginfo.
+        if let Some(vmlinux) = tree.debuginfo.iter().find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinux-"))
+        }) {
+            env.push(format!("STAP_SERVER_VMLINUX={}", vmlinux.display()));
+        }
     }
     if let Some(urls) = &spec.debuginfod_urls {
         env.push(format!("DEBUGINFOD_URLS={urls}"));
@@ -543,11 +559,30 @@ mod tests {
             container_name(&warm)
         );
         assert!(said.contains(&mark), "{said:?}");
+        let vmlinux = "STAP_SERVER_VMLINUX=/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64";
+        assert!(said.contains(&vmlinux.into()), "{said:?}");
         let cold = ServerSpec {
             warm: false,
             ..spec()
         };
         assert!(!env(&cold).iter().any(|e| e.starts_with("STAP_SERVER_WARM")));
+    }
+
+    #[test]
+    fn requests_at_once_follow_the_cpu_cap_unless_set() {
+        let threads = |max_threads, nano_cpus| {
+            let mut s = spec();
+            s.max_threads = max_threads;
+            s.limits.nano_cpus = nano_cpus;
+            let args = server_args(&s, &tree());
+            args.iter()
+                .position(|a| a == "--max-threads")
+                .map(|i| args[i + 1].clone())
+        };
+        assert_eq!(threads(None, 0), None);
+        assert_eq!(threads(None, 500_000_000), Some("1".into()));
+        assert_eq!(threads(None, 2_500_000_000), Some("3".into()));
+        assert_eq!(threads(Some(4), 500_000_000), Some("4".into()));
     }
 
     #[test]

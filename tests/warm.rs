@@ -129,6 +129,9 @@ fn warm_no_warms_nothing_and_cpus_caps_only_where_set() {
     let names = env.containers();
     let inspect = |what: &str| text(&docker(&["inspect", "--format", what, &names[0]]));
     assert_eq!(inspect("{{.HostConfig.NanoCpus}}").trim(), "500000000");
+    // As many requests at once as the capped CPUs (rounded up), not the host's processors.
+    let args = inspect("{{json .Args}}");
+    assert!(args.contains(r#""--max-threads","1""#), "{args}");
     let vars = inspect("{{json .Config.Env}}");
     assert!(!vars.contains("STAP_SERVER_WARM"), "{vars}");
     let status = env.expect(&["status"], 0);
