@@ -8,7 +8,8 @@
 #
 # No argument runs every section but image-from-nothing (which removes and rebuilds the
 # images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them).
-# BENCH_IMAGE names another image to run the servers from.
+# BENCH_IMAGE names another image to run the servers from; BENCH_CONF adds lines to the global
+# file of every tenant it makes (`BENCH_CONF=CPUS=1` measures servers capped at one CPU).
 # Needs root, a running engine, the image stap-server:latest, the stap client, the user
 # stap-server, kernel headers under /lib/modules and Debian's systemtap-server for `classic`.
 # Everything made carries a tenant of its own and is removed at the end, also on failure.
@@ -42,6 +43,7 @@ AVAHI_SERVICES_PATH=$W/avahi
 MODULES_PATH=$W/modules
 IMAGE=$IMAGE
 WARM=no
+${BENCH_CONF:-}
 EOF
 # Fake releases (each a `build` link to the real headers) and absolute tree paths.
 for i in $(seq 1 "$MANY"); do

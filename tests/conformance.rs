@@ -495,6 +495,38 @@ fn compare(
     )
 }
 
+/// The server container's peak memory use (its cgroup's, page cache included, which the
+/// kernel reclaims before the limit refuses memory) against its limit, in words.
+fn memory_peak(env: &Env) -> String {
+    let server = env
+        .containers()
+        .into_iter()
+        .find(|n| !n.ends_with("-reference"))
+        .expect("the server's container");
+    let inspect = text(&docker(&[
+        "inspect",
+        "-f",
+        "{{.Id}} {{.HostConfig.Memory}}",
+        &server,
+    ]));
+    let (id, limit) = inspect.trim().split_once(' ').unwrap();
+    let mib = |bytes: u64| bytes >> 20;
+    let peak = [
+        format!("/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok());
+    match peak {
+        Some(peak) => format!(
+            "server's memory peak across the examples: {} MiB (limit {} MiB)",
+            mib(peak),
+            mib(limit.parse().unwrap_or(0))
+        ),
+        None => "server's memory peak: no cgroup of the container found here".into(),
+    }
+}
+
 /// A tracepoint compile: the first one of a translator fills its tracepoint cache.
 const TRACEPOINT: &str =
     "probe kernel.trace(\"sched:sched_switch\") { printf(\"%s\\n\", $next->comm$); exit() }";
@@ -537,6 +569,11 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
         (server_first, ref_first),
         "conformance.txt",
     );
+    let peak = memory_peak(&env);
+    println!("{peak}");
+    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance.txt");
+    let table = std::fs::read_to_string(&report).unwrap();
+    std::fs::write(&report, format!("{table}{peak}\n")).unwrap();
     if std::env::var("STAP_CONFORMANCE").is_err() {
         assert!(
             tally.ref_ok >= 40,
