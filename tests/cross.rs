@@ -105,7 +105,7 @@ fn an_arm64_server_of_a_build_tree_compiles_aarch64_modules() {
     assert_eq!(label(&names[0], "io.stap-server.arch"), "arm64");
     assert_eq!(
         label(&names[0], "io.stap-server.image"),
-        "stap-server-arm64:latest"
+        stap_server::arch::cross_image(&common::image(), "arm64")
     );
 
     let client = env.path("client");
@@ -129,6 +129,27 @@ fn an_arm64_server_of_a_build_tree_compiles_aarch64_modules() {
     eprintln!(
         "arm64 compile of a tracepoint (cold): {:.1} s",
         took.as_secs_f64()
+    );
+    // A request for the host's arch that reaches this server is refused, not built for arm64.
+    let out = Command::new("stap")
+        .args([
+            "-r",
+            &t.kernel_release,
+            &server,
+            "-p4",
+            "-e",
+            "probe begin { exit() }",
+        ])
+        .current_dir(&client)
+        .env("HOME", &client)
+        .env("SYSTEMTAP_DIR", client.join(".systemtap"))
+        .output()
+        .expect("run stap");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("this server compiles for arm64, the request is for x86_64"),
+        "{}",
+        text(&out)
     );
 
     env.stop_leaves_nothing();
