@@ -6,6 +6,9 @@
 #    so that DWARF probes (kernel.function with $variables) are really compiled;
 #  - systemtap's example scripts (systemtap-doc) of the image's systemtap version, from the
 #    same suite the image is built from (trixie), for the conformance test;
+#  - systemtap's own compile-server test cases of that same version (testsuite/systemtap.server,
+#    and systemtap.base/jennie.c, the program its uprobes case probes), from the upstream
+#    tarball of trixie's systemtap source package, for tests/systemtap_server.rs;
 #  - the arm64 and ppc64el headers of every installed amd64 headers' version
 #    (linux-headers-V-arm64, linux-headers-V-powerpc64le), the Debian way: the architecture
 #    added to dpkg's, the package downloaded and unpacked with dpkg-deb -x to
@@ -17,7 +20,8 @@ set -euo pipefail
 cache=${STAP_TEST_CACHE:-/var/cache/stap-server-tests}
 mkdir -p "$cache/debs"
 
-# apt with the host's sources rewritten to trixie (as the image's are), in a state of its own.
+# apt with the host's sources rewritten to trixie (as the image's are), in a state of its own;
+# with the same sources' deb-src too, for systemtap's source package.
 trixie_apt() {
   local state=$cache/apt-trixie
   if [ ! -f "$state/sources.list.d/trixie.sources" ]; then
@@ -31,6 +35,11 @@ trixie_apt() {
     else
       : > "$state/sources.list"
     fi
+  fi
+  if [ ! -f "$state/sources.list.d/trixie-src.sources" ]; then
+    sed -E 's/^Types:.*/Types: deb-src/' "$state/sources.list.d/trixie.sources" \
+      > "$state/sources.list.d/trixie-src.sources"
+    grep -E '^deb ' "$state/sources.list" | sed -E 's/^deb /deb-src /' >> "$state/sources.list" || true
   fi
   apt-get -q -o Dir::Etc::SourceList="$state/sources.list" \
     -o Dir::Etc::SourceParts="$state/sources.list.d" -o Dir::State::Lists="$state/lists" \
@@ -102,4 +111,41 @@ if [ ! -f "$examples/.version" ]; then
   find "$examples" -name '*.gz' -exec gunzip -f {} +
   basename "$cache/doc"/systemtap-doc_*.deb | cut -d_ -f2 > "$examples/.version"
   rm -rf "$cache/doc"
+fi
+
+# The compile-server test cases of the same systemtap version as the examples (so the image's),
+# from the upstream tarball of trixie's source package, which apt verifies against the
+# archive's signed index; or, where the archive serves no source packages, from a clone of
+# systemtap's git named by SYSTEMTAP_GIT, at the release's tag. Only the cases' directory (and
+# the one program it compiles from systemtap.base) is kept. Without either, the test that
+# needs them says so and the others go on.
+cases=$cache/server-testsuite
+case_paths=(testsuite/systemtap.server testsuite/systemtap.base/jennie.c)
+if [ ! -f "$cases/.version" ]; then
+  version=$(cat "$examples/.version")
+  upstream=${version#*:}
+  upstream=${upstream%-*}
+  echo "stap-server tests: fetching systemtap's server test cases (systemtap $version)" >&2
+  rm -rf "$cache/src" "$cases" && mkdir -p "$cache/src" "$cases"
+  trixie_apt update -q >/dev/null
+  if (cd "$cache/src" && trixie_apt source -q --download-only "systemtap=$version"); then
+    orig=$(ls "$cache/src"/systemtap_*.orig.tar.* | head -1)
+    tar -x -f "$orig" -C "$cases" --strip-components=2 --wildcards \
+      '*/testsuite/systemtap.server/*' '*/testsuite/systemtap.base/jennie.c'
+    echo "apt: ${orig##*/}" > "$cases/.source"
+  elif [ -n "${SYSTEMTAP_GIT:-}" ] &&
+    git -C "$SYSTEMTAP_GIT" archive --format=tar "release-$upstream" "${case_paths[@]}" |
+    tar -x -C "$cases" --strip-components=1; then
+    echo "git: release-$upstream $(git -C "$SYSTEMTAP_GIT" rev-parse "release-$upstream^{commit}")" \
+      > "$cases/.source"
+  fi
+  rm -rf "$cache/src"
+  if [ -f "$cases/systemtap.server/server.exp" ]; then
+    echo "$version" > "$cases/.version"
+  else
+    rm -rf "$cases"
+    echo "stap-server tests: WARNING: no source of systemtap $version's test cases (the" \
+      "archive's source package, or SYSTEMTAP_GIT=a clone of systemtap's git with the tag" \
+      "release-$upstream): tests/systemtap_server.rs will fail for want of them" >&2
+  fi
 fi

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Env, docker, foreign_tree, free_port, headers_release, require, require_debuginfo, text, trust,
-    view,
+    Env, TRANSLATOR, docker, foreign_tree, free_port, headers_release, require, require_debuginfo,
+    text, trust, view,
 };
 
 /// The default set: timers, tracepoints, DWARF probes (kernel.function and statements, with
@@ -84,9 +84,6 @@ const DEFAULT_SET: &[&str] = &[
     "security-band-aids/cve-2016-5195",
 ];
 
-/// The image's translator: stap under the request limits.
-const TRANSLATOR: &str = "/usr/local/lib/stap-server/translator";
-
 /// Examples that systemtap's own client and server compile differently from a local
 /// translator, whatever runs the server, with the reason. They are tried and shown, not held
 /// against the server.
@@ -107,15 +104,7 @@ fn known_difference(name: &str) -> Option<&'static str> {
 
 /// Where scripts/test-prerequisites.sh keeps the examples.
 fn examples_dir() -> PathBuf {
-    let cache =
-        std::env::var("STAP_TEST_CACHE").unwrap_or_else(|_| "/var/cache/stap-server-tests".into());
-    let dir = Path::new(&cache).join("examples");
-    assert!(
-        dir.join(".version").is_file(),
-        "missing prerequisite: systemtap's example scripts in {} (scripts/test-prerequisites.sh)",
-        dir.display()
-    );
-    dir
+    common::prerequisite_dir("examples", "systemtap's example scripts")
 }
 
 /// One example: its directory under the examples, and its test_check command's arguments
@@ -249,63 +238,6 @@ fn outcome(out: std::io::Result<Output>, started: Instant) -> Outcome {
             error: e.to_string(),
         },
     }
-}
-
-/// A reference container: `image`'s stap with the host's trees and debuginfo (`modules` as
-/// its /lib/modules), no CPU or memory limit, labelled with the test's tenant so that it is
-/// removed with the rest. Its translator runs under the classic request limits (the image's
-/// translator wrapper).
-fn reference(env: &Env, work: &Path, image: &str, modules: &Path) -> String {
-    let name = format!("stap-server-{}-reference", env.tenant);
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "-d".into(),
-        "--name".into(),
-        name.clone(),
-        "--label".into(),
-        format!("io.stap-server.tenant={}", env.tenant),
-        "--user".into(),
-        "0:0".into(),
-        "-e".into(),
-        format!(
-            "STAP_SERVER_REQUEST_LIMITS={}",
-            stap_server::limits::REQUEST_DEFAULT.encode()
-        ),
-        "--tmpfs".into(),
-        "/tmp:rw,size=1g".into(),
-        "-e".into(),
-        "HOME=/tmp".into(),
-        "-e".into(),
-        "SYSTEMTAP_DIR=/tmp/.systemtap".into(),
-        "-v".into(),
-        format!("{}:/work", work.display()),
-        "-v".into(),
-        format!("{}:/lib/modules:ro", modules.display()),
-    ];
-    let mut host = vec!["/usr/src".to_string(), "/usr/lib/debug".into()];
-    for entry in std::fs::read_dir("/usr/lib").unwrap().flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("linux-kbuild-")
-        {
-            host.push(entry.path().display().to_string());
-        }
-    }
-    for path in host {
-        args.push("-v".into());
-        args.push(format!("{path}:{path}:ro"));
-    }
-    args.extend([
-        "--entrypoint".into(),
-        "sleep".into(),
-        image.into(),
-        "infinity".into(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = docker(&args);
-    assert!(run.status.success(), "reference container: {}", text(&run));
-    name
 }
 
 /// Copies the examples into `to` (each compile writes its module beside its script).
@@ -551,7 +483,12 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
     let server = view::start(&env, &release);
     let server_first = view::check(&env, &server, &release);
     let (port, client) = (server.port, server.client.clone());
-    let reference = reference(&env, &ref_work, &common::image(), Path::new("/lib/modules"));
+    let reference = common::reference(
+        &env,
+        &common::image(),
+        Path::new("/lib/modules"),
+        &[format!("{}:/work", ref_work.display())],
+    );
     // The reference's first tracepoint compile, as the server's above: both caches warm
     // before the examples.
     let started = Instant::now();
@@ -649,7 +586,12 @@ fn systemtap_examples_compile_for_arm64_as_in_the_reference() {
     std::os::unix::fs::symlink(tree, modules.join(release).join("build")).unwrap();
     std::os::unix::fs::symlink(&common, modules.join(release).join("source")).unwrap();
     let image = stap_server::arch::cross_image(&common::image(), "arm64");
-    let reference = reference(&env, &ref_work, &image, &modules);
+    let reference = common::reference(
+        &env,
+        &image,
+        &modules,
+        &[format!("{}:/work", ref_work.display())],
+    );
     let cross = stap_server::arch::target("arm64").unwrap().cross_compile();
     let ref_options = ["-a", "arm64", "-r", release, "-B", cross.as_str()];
     let server_options = ["-a", "arm64", "-r", kernel_release.as_str()];

@@ -692,3 +692,81 @@ pub fn require_debuginfo(release: &str) {
         "missing prerequisite: {vmlinux}, the kernel's debuginfo (scripts/test-prerequisites.sh extracts it from linux-image-{release}-dbg)"
     );
 }
+
+/// The image's translator: stap under the request limits a server's requests get.
+pub const TRANSLATOR: &str = "/usr/local/lib/stap-server/translator";
+
+/// Starts a reference container: `image`'s stap with the host's trees and debuginfo
+/// (`modules` as its /lib/modules, the host's /usr/src, kbuild and /usr/lib/debug), no CPU or
+/// memory limit, and `volumes` (`docker run -v` values) for the test's files. It is labelled
+/// with the test's tenant so that it is removed with the rest. Its [`TRANSLATOR`] runs under
+/// the classic request limits, as a classic server on the host would run a request.
+pub fn reference(env: &Env, image: &str, modules: &Path, volumes: &[String]) -> String {
+    let name = format!("stap-server-{}-reference", env.tenant);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        name.clone(),
+        "--label".into(),
+        format!("io.stap-server.tenant={}", env.tenant),
+        "--user".into(),
+        "0:0".into(),
+        "-e".into(),
+        format!(
+            "STAP_SERVER_REQUEST_LIMITS={}",
+            stap_server::limits::REQUEST_DEFAULT.encode()
+        ),
+        "--tmpfs".into(),
+        "/tmp:rw,size=1g".into(),
+        "-e".into(),
+        "HOME=/tmp".into(),
+        "-e".into(),
+        "SYSTEMTAP_DIR=/tmp/.systemtap".into(),
+        "-v".into(),
+        format!("{}:/lib/modules:ro", modules.display()),
+    ];
+    let mut host = vec!["/usr/src".to_string(), "/usr/lib/debug".into()];
+    for entry in std::fs::read_dir("/usr/lib").unwrap().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("linux-kbuild-")
+        {
+            host.push(entry.path().display().to_string());
+        }
+    }
+    for path in host {
+        args.push("-v".into());
+        args.push(format!("{path}:{path}:ro"));
+    }
+    for volume in volumes {
+        args.push("-v".into());
+        args.push(volume.clone());
+    }
+    args.extend([
+        "--entrypoint".into(),
+        "sleep".into(),
+        image.into(),
+        "infinity".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = docker(&args);
+    assert!(run.status.success(), "reference container: {}", text(&run));
+    name
+}
+
+/// A directory that scripts/test-prerequisites.sh fills in its cache (`STAP_TEST_CACHE`,
+/// default /var/cache/stap-server-tests), once it holds `.version`; else the test fails
+/// naming `what`.
+pub fn prerequisite_dir(name: &str, what: &str) -> PathBuf {
+    let cache =
+        std::env::var("STAP_TEST_CACHE").unwrap_or_else(|_| "/var/cache/stap-server-tests".into());
+    let dir = Path::new(&cache).join(name);
+    assert!(
+        dir.join(".version").is_file(),
+        "missing prerequisite: {what} in {} (scripts/test-prerequisites.sh)",
+        dir.display()
+    );
+    dir
+}
