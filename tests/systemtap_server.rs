@@ -1702,6 +1702,9 @@ fn copy_cases(from: &Path, to: &Path) {
 }
 
 #[test]
+#[ignore = "needs systemtap's server test cases, which the Debian archive here does not serve: \
+            SYSTEMTAP_GIT=CLONE scripts/test-prerequisites.sh, then cargo test --test \
+            systemtap_server -- --ignored"]
 fn systemtap_server_cases_pass_through_the_server_as_in_the_reference() {
     require("stap", "the systemtap client (apt-get install systemtap)");
     require(
