@@ -289,6 +289,12 @@ pub fn container_body(
         .or(host_port)
         .map(|p| p.to_string())
         .unwrap_or_default();
+    // A port the engine chooses is published on IPv4 alone: this engine chooses the IPv4 and
+    // IPv6 ports apart, and under concurrent starts one server's IPv6 port can be another's
+    // IPv4 one, while the advertisement names one port for both (a client resolving the
+    // host's IPv6 address then reached another server). A client's IPv6 attempt is refused
+    // and it goes on to the IPv4 address. A port given or allotted is the same on both.
+    let host_ip = if host_port.is_empty() { "0.0.0.0" } else { "" };
     let tmpfs = HashMap::from([
         (
             "/tmp".to_string(),
@@ -324,7 +330,7 @@ pub fn container_body(
             port_bindings: Some(HashMap::from([(
                 port_key,
                 Some(vec![PortBinding {
-                    host_ip: Some(String::new()),
+                    host_ip: Some(host_ip.into()),
                     host_port: Some(host_port),
                 }]),
             )])),
@@ -690,6 +696,13 @@ mod tests {
             .unwrap();
         let binding = hc.port_bindings.unwrap()["5600/tcp"].clone().unwrap();
         assert_eq!(binding[0].host_port.as_deref(), Some(""));
+        assert_eq!(binding[0].host_ip.as_deref(), Some("0.0.0.0"));
+        s.port = Some(5601);
+        let hc = container_body(&s, &tree(), WHO, "cli", None, "")
+            .host_config
+            .unwrap();
+        let binding = hc.port_bindings.unwrap()["5600/tcp"].clone().unwrap();
+        assert_eq!(binding[0].host_ip.as_deref(), Some(""));
     }
 
     #[test]
