@@ -49,11 +49,17 @@ pub fn advert(server: &Server, version: &str, certinfo: &str) -> Option<Advert> 
     }
     let spec = &server.spec;
     let which = spec.nickname.as_deref().unwrap_or(&server.kernel_release);
-    let host = nix::sys::utsname::uname()
-        .map(|u| u.nodename().to_string_lossy().into_owned())
+    // The host's name and its arch in stap's naming, as settings reads it for the servers.
+    let (host, host_arch) = nix::sys::utsname::uname()
+        .map(|u| {
+            (
+                u.nodename().to_string_lossy().into_owned(),
+                crate::spec::stap_arch(&u.machine().to_string_lossy()),
+            )
+        })
         .unwrap_or_default();
     Some(Advert {
-        name: service_name(which, &spec.arch, &host_arch(), &host),
+        name: service_name(which, &spec.arch, &host_arch, &host),
         port: server.host_port?,
         release: server.kernel_release.clone(),
         arch: spec.arch.clone(),
@@ -98,14 +104,6 @@ fn cut(text: &str, bytes: usize) -> &str {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0);
     &text[..end]
-}
-
-/// stap's name for the architecture of this host (this program is built for it).
-fn host_arch() -> String {
-    crate::spec::stap_arch(match std::env::consts::ARCH {
-        "powerpc64" => "ppc64",
-        a => a,
-    })
 }
 
 /// One step towards the wanted service files.
