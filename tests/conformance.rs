@@ -384,7 +384,7 @@ impl Tally {
     /// Prints the counts and `firsts` (the first tracepoint compiles), writes the table to
     /// `report` under the test's target directory (read it after a passing run), and fails
     /// on any example the reference compiled and the server did not.
-    fn finish(mut self, tried: usize, firsts: String, report: &str) -> Tally {
+    fn finish(mut self, tried: usize, firsts: String, after: Vec<String>, report: &str) -> Tally {
         self.line(format!(
             "tried {tried}, reference ok {}, server ok {}; compile time of the examples both \
              compiled: reference {:.1} s, server {:.1} s, ratio {:.2}; first tracepoint \
@@ -395,6 +395,9 @@ impl Tally {
             self.server_secs,
             self.server_secs / self.ref_secs.max(f64::EPSILON)
         ));
+        for l in after {
+            self.line(l);
+        }
         let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join(report);
         std::fs::write(&report, &self.table).unwrap();
         println!("written to {}", report.display());
@@ -410,19 +413,21 @@ impl Tally {
 
 /// Every example through `reference` and `server` ([`compile_all`]), tallied: the table and
 /// counts printed and written to `report`, with `firsts` (the server's and the reference's
-/// first tracepoint compiles); fails on an example the reference compiled and the server did
-/// not.
+/// first tracepoint compiles) and the lines `after` gives once the examples are done; fails
+/// on an example the reference compiled and the server did not.
 fn compare(
     examples: &[Example],
     reference: Compile,
     server: Compile,
     firsts: (Duration, Duration),
+    after: &dyn Fn() -> Vec<String>,
     report: &str,
 ) -> Tally {
     let results = compile_all(examples, reference, server);
     Tally::of(examples, &results).finish(
         examples.len(),
         format!("server {:.1?}, reference {:.1?}", firsts.0, firsts.1),
+        after(),
         report,
     )
 }
@@ -504,13 +509,9 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
         &|ex| in_reference(&reference, &options, ex),
         &|ex| through_server(port, &client, &server_work, &options, ex),
         (server_first, ref_first),
+        &|| vec![memory_peak(&env)],
         "conformance.txt",
     );
-    let peak = memory_peak(&env);
-    println!("{peak}");
-    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance.txt");
-    let table = std::fs::read_to_string(&report).unwrap();
-    std::fs::write(&report, format!("{table}{peak}\n")).unwrap();
     if std::env::var("STAP_CONFORMANCE").is_err() {
         assert!(
             tally.ref_ok >= 40,
@@ -634,6 +635,7 @@ fn systemtap_examples_compile_for_arm64_as_in_the_reference() {
         &|ex| in_reference(&reference, &ref_options, ex),
         &|ex| through_server(port, &client, &server_work, &server_options, ex),
         (server_first, ref_first),
+        &Vec::new,
         "conformance-arm64.txt",
     );
     if std::env::var("STAP_CONFORMANCE").is_err() {
