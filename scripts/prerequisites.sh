@@ -2,8 +2,9 @@
 # Installs what stap-server and its tests need on a Debian host, where missing: the kernel
 # headers (build trees to serve), mmdebstrap (the image without a registry), the stap client,
 # avahi (mDNS, limited to docker0 so that nothing is multicast beyond this machine), and the
-# classic user servers run as, docker-compose (the compose deployments), and what building and
-# checking the Debian package needs (binutils, man-db, logrotate, systemd's systemd-analyze).
+# classic user servers run as, docker-compose (the compose deployments), what building and
+# checking the Debian package needs (binutils, man-db, logrotate, systemd's systemd-analyze),
+# and busybox-static (for the swarm lab's tests).
 # Safe to run again.
 set -euo pipefail
 need=()
@@ -19,6 +20,9 @@ command -v objdump >/dev/null || need+=(binutils)
 command -v man >/dev/null || need+=(man-db)
 command -v logrotate >/dev/null || need+=(logrotate)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# A static busybox: the one program of the tiny image the swarm lab's tests run on its nodes.
+[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] ||
+  need+=(busybox-static)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "stap-server: installing ${need[*]}" >&2
   apt-get update -q

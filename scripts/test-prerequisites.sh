@@ -15,6 +15,10 @@
 #    /usr/src/linux-headers-V-FLAVOUR, next to the installed -common tree and linux-kbuild it
 #    uses; for the cross-architecture tests. Their /lib/modules links are left out: the host's
 #    modules directory keeps only the trees of installed packages.
+#  - the image of the swarm lab's nodes (tests/common/swarm.rs), stap-server-test-node:bookworm:
+#    Debian bookworm with docker.io, whose root filesystem mmdebstrap makes from the host's own
+#    apt sources (kept in the cache as swarm-node-bookworm.tar, about 400 MB), imported, with
+#    tests/swarm-node/entrypoint on top; made again when that entrypoint changes.
 # Downloads are verified by apt as usual; they run as root into the cache, which apt warns of.
 set -euo pipefail
 cache=${STAP_TEST_CACHE:-/var/cache/stap-server-tests}
@@ -148,4 +152,51 @@ if [ ! -f "$cases/.version" ]; then
       "archive's source package, or SYSTEMTAP_GIT=a clone of systemtap's git with the tag" \
       "release-$upstream): tests/systemtap_server.rs will fail for want of them" >&2
   fi
+fi
+
+# The swarm lab's node image. No registry: the root filesystem is made with mmdebstrap from the
+# host's apt sources and imported; a build adds the entrypoint. The image carries the
+# entrypoint's checksum, which the lab compares with the repository's, so a changed entrypoint
+# makes the image again (from the imported root filesystem, or else the cached tar).
+node_image=stap-server-test-node:bookworm
+node_rootfs=stap-server-test-node-rootfs:bookworm
+node_entrypoint=$(cd "$(dirname "$0")/.." && pwd)/tests/swarm-node/entrypoint
+node_sum=$(sha256sum < "$node_entrypoint" | cut -d' ' -f1)
+node_have=$(docker image inspect --format '{{index .Config.Labels "io.stap-server.test.entrypoint"}}' \
+  "$node_image" 2>/dev/null || true)
+if [ "$node_have" != "$node_sum" ]; then
+  node_tar=$cache/swarm-node-bookworm.tar
+  if ! docker image inspect "$node_rootfs" >/dev/null 2>&1; then
+    if [ ! -s "$node_tar" ]; then
+      echo "stap-server tests: making the swarm node's root filesystem (mmdebstrap, about 70 s, once)" >&2
+      node_sources=()
+      for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do
+        [ -s "$f" ] && node_sources+=("$f")
+      done
+      mmdebstrap --variant=minbase --format=tar \
+        --include=docker.io,iproute2,ca-certificates,procps \
+        --aptopt='Acquire::Check-Valid-Until "false"' \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/info/*' \
+        bookworm "$node_tar.partial" "${node_sources[@]}"
+      mv "$node_tar.partial" "$node_tar"
+    fi
+    docker import --change 'LABEL io.stap-server.test=node' "$node_tar" "$node_rootfs" >/dev/null
+  fi
+  node_context=$(mktemp -d)
+  cp "$node_entrypoint" "$node_context/entrypoint"
+  cat > "$node_context/Dockerfile" <<EOF
+FROM $node_rootfs
+COPY entrypoint /usr/local/sbin/stap-server-test-node
+LABEL io.stap-server.test=node io.stap-server.test.entrypoint=$node_sum
+ENTRYPOINT ["/usr/local/sbin/stap-server-test-node"]
+EOF
+  node_old=$(docker image inspect --format '{{.Id}}' "$node_image" 2>/dev/null || true)
+  tar -c -C "$node_context" . | docker build -q -t "$node_image" - >/dev/null
+  rm -rf "$node_context"
+  # The image of the former entrypoint, untagged now.
+  [ -z "$node_old" ] || docker rmi "$node_old" >/dev/null 2>&1 || true
 fi
