@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod swarm;
 pub mod view;
 
 use std::path::{Path, PathBuf};
