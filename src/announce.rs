@@ -205,12 +205,20 @@ pub async fn cert_serial(engine: &Engine, server: &Server) -> Result<String> {
 #[derive(Default)]
 pub struct Serials(HashMap<(String, String), String>);
 
+/// A server's certificate volume as a key: on a swarm each node has its own volume of a name.
+pub fn volume_key(server: &Server) -> String {
+    match &server.place {
+        Some(place) => format!("{}@{}", server.cert_volume, place.node),
+        None => server.cert_volume.clone(),
+    }
+}
+
 impl Serials {
     pub async fn of(&mut self, engine: &Engine, server: &Server) -> Result<String> {
         if !server.managed_by_cli {
             return cert_serial(engine, server).await;
         }
-        let key = (server.cert_volume.clone(), cert_path(server));
+        let key = (volume_key(server), cert_path(server));
         if let Some(serial) = self.0.get(&key) {
             return Ok(serial.clone());
         }
@@ -508,6 +516,7 @@ mod tests {
             managed_by_cli: true,
             kernel_release: "6.1.192".into(),
             cert_volume: "v".into(),
+            place: None,
         }
     }
 

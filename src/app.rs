@@ -35,7 +35,8 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<Exit> {
         Invocation::Service { action, opts, json } => service(action, &opts, json, cleanup).await,
         Invocation::ImageBuild { registry, opts } => {
             let settings = load_settings(&opts)?;
-            let engine = Engine::connect().await?;
+            let g = &settings.global;
+            let engine = Engine::connect_to(g.engine, g.node_engine_port).await?;
             let (name, target) = settings::image_to_build(&opts, &settings)?;
             let _lock = lock::Lock::wait(Path::new(lock::HOST_DIR), "image").await?;
             image::build(&engine, &name, target, registry).await?;
@@ -66,7 +67,16 @@ pub async fn run(invocation: Invocation, cleanup: Cleanup) -> Result<Exit> {
             }
             Ok(Exit::Success)
         }
-        Invocation::Compose { output, opts } => compose(&opts, output.as_deref(), cleanup).await,
+        Invocation::Compose {
+            output,
+            stack: false,
+            opts,
+        } => compose(&opts, output.as_deref(), cleanup).await,
+        Invocation::Compose {
+            output,
+            stack: true,
+            opts,
+        } => stack(&opts, output.as_deref(), cleanup).await,
         Invocation::Log(command) => crate::loghold::run(command).await,
     }
 }
@@ -82,7 +92,8 @@ async fn service(action: Action, opts: &[Opt], json: bool, cleanup: Cleanup) -> 
             .map_err(|e| Error::io("cannot create the log directory", dir, e))?;
     }
     let tenant = settings.tenant();
-    let engine = match Engine::connect().await {
+    let (kind, node_port) = (settings.global.engine, settings.global.node_engine_port);
+    let engine = match Engine::connect_to(kind, node_port).await {
         Ok(engine) => engine,
         // LSB: the status of a service whose state cannot be known is 4.
         Err(e @ Error::EngineUnreachable { .. }) if action == Action::Status => {
@@ -97,6 +108,21 @@ async fn service(action: Action, opts: &[Opt], json: bool, cleanup: Cleanup) -> 
     }
     let observed = exec.engine.observe(&tenant).await?;
     exec.settings.survey_running(&observed.servers);
+    // On a swarm, what the nodes have stands for this host's trees (`-i`, `-r`, `-a`).
+    let all = opts.iter().any(|o| matches!(o, Opt::AllReleases));
+    if exec.engine.swarm().is_some() && (action.starts() || all) {
+        let image = exec.settings.global.default_image();
+        image::ensure(&exec.engine, &image).await?;
+        let inventory = crate::swarm::survey(&exec.engine, &image, &tenant).await?;
+        for (node, seconds) in &inventory.shipped {
+            exec.report.log(&format!(
+                "image {image} shipped to swarm node {node} in {seconds:.1} s"
+            ));
+        }
+        exec.settings.host.installed = inventory.installed();
+        exec.settings.host.trees = inventory.arches();
+        exec.inventory = Some(inventory);
+    }
     let s = &exec.settings;
     let request = match spec::resolve(opts, &s.global, &s.configured, &observed.servers, &s.host) {
         Ok(r) => r,
@@ -174,20 +200,17 @@ async fn show_status_json(exec: &Executor, status: plan::Status) -> Exit {
 /// file comes up as it is, and a server keeps its certificate when it moves to compose.
 async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Result<Exit> {
     let mut settings = load_settings(opts)?;
+    if settings.global.engine == crate::config::EngineKind::Swarm {
+        return Err(Error::Invalid(
+            "compose writes the servers of one engine; with ENGINE=swarm, `compose --stack` \
+             writes them as a stack file for docker stack deploy"
+                .into(),
+        ));
+    }
     let engine = Engine::connect().await?;
     let observed = engine.servers(&settings.tenant()).await?;
     settings.survey_running(&observed);
-    let request = spec::resolve(
-        opts,
-        &settings.global,
-        &settings.configured,
-        &observed,
-        &settings.host,
-    )
-    .map_err(|spec::NoSuchPid(pid)| {
-        Error::Invalid(format!("No stap-server running as pid {pid}"))
-    })?;
-    let wanted = plan::wanted(request.targets.as_deref(), &settings.defaults(&request));
+    let wanted = wanted(opts, &settings, &observed)?;
     let prepared = host::prepare_all(
         wanted.iter().map(|s| (s, None)),
         &settings.global.modules_path,
@@ -203,9 +226,35 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
             body: body::container_body(&p.spec, &p.tree, p.who, "compose", None, &p.host_name),
         })
         .collect();
-    let text = serde_json::to_string_pretty(&crate::compose::document(&services))
-        .expect("a compose document always serializes")
-        + "\n";
+    write_document(&crate::compose::document(&services), output)?;
+    Ok(Exit::Success)
+}
+
+/// The servers `start` would make of `opts`, for a file that describes them.
+fn wanted(
+    opts: &[Opt],
+    settings: &settings::Settings,
+    observed: &[crate::spec::Server],
+) -> Result<Vec<crate::spec::ServerSpec>> {
+    let request = spec::resolve(
+        opts,
+        &settings.global,
+        &settings.configured,
+        observed,
+        &settings.host,
+    )
+    .map_err(|spec::NoSuchPid(pid)| {
+        Error::Invalid(format!("No stap-server running as pid {pid}"))
+    })?;
+    Ok(plan::wanted(
+        request.targets.as_deref(),
+        &settings.defaults(&request),
+    ))
+}
+
+/// A compose or stack document, to `output` (whole or not at all) or standard output.
+fn write_document(document: &serde_json::Value, output: Option<&Path>) -> Result<()> {
+    let text = serde_json::to_string_pretty(document).expect("a document always serializes") + "\n";
     match output {
         None => print!("{text}"),
         Some(path) => {
@@ -215,5 +264,53 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
                 .map_err(|e| Error::io("cannot write the compose file", path, e))?;
         }
     }
+    Ok(())
+}
+
+/// `compose --stack`: the servers `start` would make on the swarm, written as a stack file
+/// for `docker stack deploy`, from the same service specs. As for `compose`, the image goes to
+/// the nodes and each node's certificate is made first, so the stack comes up as it is.
+async fn stack(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Result<Exit> {
+    let mut settings = load_settings(opts)?;
+    let g = &settings.global;
+    if g.engine != crate::config::EngineKind::Swarm {
+        return Err(Error::Invalid(
+            "compose --stack writes the servers of a swarm: set ENGINE=swarm in the global file \
+             and point DOCKER_HOST at a manager"
+                .into(),
+        ));
+    }
+    let engine = Engine::connect_to(g.engine, g.node_engine_port).await?;
+    let tenant = settings.tenant();
+    let observed = engine.servers(&tenant).await?;
+    settings.survey_running(&observed);
+    let image = settings.global.default_image();
+    image::ensure(&engine, &image).await?;
+    let inventory = crate::swarm::survey(&engine, &image, &tenant).await?;
+    settings.host.installed = inventory.installed();
+    settings.host.trees = inventory.arches();
+    let wanted = wanted(opts, &settings, &observed)?;
+    let prepared = host::prepare_on_swarm(
+        wanted.iter().map(|s| (s, None)),
+        &inventory,
+        &settings.host.arch,
+    )?;
+    let mut exec = Executor::new(engine, settings, cleanup);
+    exec.ensure_shared(&prepared).await?;
+    let specs: Vec<bollard::models::ServiceSpec> = prepared
+        .iter()
+        .filter_map(|p| {
+            let node = p.node.as_ref()?;
+            let body = body::container_body(&p.spec, &p.tree, p.who, "compose", None, &p.host_name);
+            Some(crate::engine::swarm::service_spec(
+                &p.name,
+                body::on_swarm(body, p.who, &node.id),
+            ))
+        })
+        .collect();
+    for gap in crate::compose::stack_gaps(&specs) {
+        eprintln!("stap-server: the stack file leaves out {gap}");
+    }
+    write_document(&crate::compose::stack_document(&specs), output)?;
     Ok(Exit::Success)
 }

@@ -267,6 +267,13 @@ impl Trees {
         }
     }
 
+    /// Records the architecture of a release's tree read elsewhere (a swarm node's).
+    pub fn record(&mut self, release: &str, arch: &str) {
+        self.arches
+            .entry(release.to_string())
+            .or_insert_with(|| arch.to_string());
+    }
+
     /// Records a tree, for tests.
     #[cfg(test)]
     pub fn with(mut self, release: &str, arch: &str, siblings: &[(&str, &str)]) -> Trees {

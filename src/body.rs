@@ -358,6 +358,63 @@ pub fn container_body(
     }
 }
 
+/// A server's body for a swarm node `node_id` (pure): placed there, with no host log file
+/// (a node has none of this host's paths: the output stays with the engine), and an entry
+/// point that is root only long enough to hand the certificate volume and the modules tmpfs
+/// to the server's user (a swarm's tmpfs takes no owner), then runs the image's entry point
+/// as that user with every capability gone, bounding set included, and no way to gain one.
+pub fn on_swarm(
+    mut body: ContainerCreateBody,
+    who: Identity,
+    node_id: &str,
+) -> ContainerCreateBody {
+    let env = body.env.take().unwrap_or_default();
+    let log_target = env
+        .iter()
+        .find_map(|e| e.strip_prefix("STAP_SERVER_LOG="))
+        .map(str::to_string);
+    body.env = Some(
+        env.into_iter()
+            .filter(|e| !e.starts_with("STAP_SERVER_LOG="))
+            .collect(),
+    );
+    let mut host = body.host_config.take().unwrap_or_default();
+    if let (Some(binds), Some(target)) = (&mut host.binds, &log_target) {
+        binds.retain(|b| b.split(':').nth(1) != Some(target.as_str()));
+    }
+    host.cap_add = Some(
+        ["CHOWN", "SETUID", "SETGID", "SETPCAP"]
+            .map(String::from)
+            .to_vec(),
+    );
+    body.host_config = Some(host);
+    body.labels
+        .get_or_insert_with(HashMap::new)
+        .insert(labels::NODE_ID.into(), node_id.into());
+    body.user = Some("0:0".into());
+    body.entrypoint = Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "set -e; chown {uid}:{gid} \"$SYSTEMTAP_DIR\" /lib/modules; \
+             exec setpriv --reuid {uid} --regid {gid} --clear-groups --inh-caps=-all \
+             --bounding-set=-all --no-new-privs {ENTRYPOINT} \"$@\"",
+            uid = who.uid,
+            gid = who.gid
+        ),
+        "stap-server".into(),
+    ]);
+    body
+}
+
+/// The first 12 characters of an engine id, as the engine shows them.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// The image's entry point.
+pub const ENTRYPOINT: &str = "/usr/local/lib/stap-server/entrypoint";
+
 /// The create body of the one-shot container that makes the certificate in a fresh volume:
 /// root only long enough to hand the volume to the server's user, then that user runs
 /// `stap-gen-cert`, which names the host the container has: this host's name, so that clients
@@ -703,6 +760,48 @@ mod tests {
             .unwrap();
         let binding = hc.port_bindings.unwrap()["5600/tcp"].clone().unwrap();
         assert_eq!(binding[0].host_ip.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn on_a_swarm_the_server_leaves_host_paths_and_root_behind() {
+        let spec = spec();
+        let body = on_swarm(
+            container_body(&spec, &tree(), WHO, "cli", None, "node-2"),
+            WHO,
+            "n2id",
+        );
+        let log = in_host_view(&spec.log.display().to_string());
+        let host = body.host_config.clone().unwrap();
+        assert!(
+            !host.binds.unwrap().iter().any(|b| b.contains(&log)),
+            "no host log file on a node"
+        );
+        assert!(
+            !body
+                .env
+                .clone()
+                .unwrap()
+                .iter()
+                .any(|e| e.starts_with("STAP_SERVER_LOG="))
+        );
+        assert_eq!(body.labels.as_ref().unwrap()[labels::NODE_ID], "n2id");
+        assert_eq!(body.user.as_deref(), Some("0:0"));
+        assert_eq!(body.hostname.as_deref(), Some("node-2"));
+        let entry = body.entrypoint.unwrap();
+        let script = &entry[2];
+        assert!(
+            script.contains("chown 999:995 \"$SYSTEMTAP_DIR\" /lib/modules"),
+            "{script}"
+        );
+        assert!(
+            script.contains("setpriv --reuid 999 --regid 995 --clear-groups --inh-caps=-all")
+                && script.contains("--bounding-set=-all --no-new-privs")
+                && script.ends_with(&format!("{ENTRYPOINT} \"$@\"")),
+            "{script}"
+        );
+        // The server's arguments follow as they were.
+        assert_eq!(body.cmd, Some(server_args(&spec, &tree())));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
     }
 
     #[test]

@@ -201,16 +201,7 @@ pub fn resolve_in(release: &str, modules: &Path, root: &Path) -> Result<BuildTre
         path: build.clone(),
         why: format!("cannot read it: {e}"),
     })?;
-    if let Some((path, owned)) = mounts
-        .iter()
-        .find_map(|m| image_owned(m).map(|owned| (m, owned)))
-    {
-        return Err(TreeError::Shadows {
-            release: release.to_string(),
-            path: path.clone(),
-            owned,
-        });
-    }
+    refuse_shadows(release, &mounts)?;
     let debuginfo = debuginfo(&kernel_release, root);
     Ok(BuildTree {
         kernel_release,
@@ -221,6 +212,39 @@ pub fn resolve_in(release: &str, modules: &Path, root: &Path) -> Result<BuildTre
         modules_dir: modules_dir.and_then(|d| fs::canonicalize(d).ok()),
         mounts,
         debuginfo,
+        cross_compile: None,
+    })
+}
+
+/// What a survey of another machine (a swarm node) found of one release's tree there, all
+/// paths resolved on that machine: the tree, its source, the directories the tree's links
+/// lead to (closed over, as [`resolve`] does here), the lines of its configuration and
+/// `.kernelvariables`, and the debuginfo present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub build: PathBuf,
+    pub source: Option<PathBuf>,
+    pub roots: Vec<PathBuf>,
+    pub config: String,
+    pub variables: String,
+    pub debuginfo: Vec<PathBuf>,
+}
+
+/// The tree of `release` (a name under `modules` on that machine) as a survey reported it,
+/// checked as [`resolve`] checks a tree of this host.
+pub fn from_report(release: &str, modules: &Path, r: &Reported) -> Result<BuildTree, TreeError> {
+    let roots = r.roots.iter().chain([&r.build]).chain(&r.source).cloned();
+    let mounts = outermost(roots.collect());
+    refuse_shadows(release, &mounts)?;
+    Ok(BuildTree {
+        kernel_release: release.to_string(),
+        build: r.build.clone(),
+        source: r.source.clone(),
+        modules_dir: Some(modules.join(release)),
+        mounts,
+        debuginfo: r.debuginfo.clone(),
+        arch: crate::arch::arch_of_config(&r.config).map(str::to_string),
+        compiler: crate::arch::compiler_of_variables(&r.variables),
         cross_compile: None,
     })
 }
@@ -257,14 +281,34 @@ fn close_over_links(roots: Vec<PathBuf>) -> io::Result<Vec<PathBuf>> {
             }
         }
     }
+    Ok(outermost(all))
+}
+
+/// A tree whose mounts would cover the image's own directories is refused.
+fn refuse_shadows(release: &str, mounts: &[PathBuf]) -> Result<(), TreeError> {
+    match mounts
+        .iter()
+        .find_map(|m| image_owned(m).map(|owned| (m, owned)))
+    {
+        Some((path, owned)) => Err(TreeError::Shadows {
+            release: release.to_string(),
+            path: path.clone(),
+            owned,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The directories of `roots` that lie inside no other one.
+fn outermost(roots: BTreeSet<PathBuf>) -> Vec<PathBuf> {
     let mut minimal: Vec<PathBuf> = Vec::new();
-    for root in all {
+    for root in roots {
         // BTreeSet order puts a parent before anything inside it.
         if !minimal.iter().any(|m| root.starts_with(m)) {
             minimal.push(root);
         }
     }
-    Ok(minimal)
+    minimal
 }
 
 /// Resolved targets of the symlinks under `dir` that point outside it. Dangling links are

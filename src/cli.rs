@@ -26,6 +26,16 @@ pub enum Action {
     Reload,
 }
 
+impl Action {
+    /// Whether the action may start servers.
+    pub fn starts(self) -> bool {
+        matches!(
+            self,
+            Action::Start | Action::Restart | Action::CondRestart | Action::ForceReload
+        )
+    }
+}
+
 /// One option as given, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Opt {
@@ -75,6 +85,8 @@ pub enum Invocation {
     },
     Compose {
         output: Option<PathBuf>,
+        /// A stack file for `docker stack deploy` (with `ENGINE=swarm`).
+        stack: bool,
         opts: Vec<Opt>,
     },
     /// `log hold|release FILE...`: logrotate's prerotate and postrotate.
@@ -170,6 +182,12 @@ pub fn command() -> Command {
                     .value_name("FILE")
                     .value_parser(clap::value_parser!(PathBuf))
                     .help("Write to FILE instead of standard output"),
+            )
+            .arg(
+                Arg::new("stack")
+                    .long("stack")
+                    .action(ArgAction::SetTrue)
+                    .help("With ENGINE=swarm: a stack file for docker stack deploy"),
             ),
     ))
     .subcommand(
@@ -354,6 +372,7 @@ where
         },
         "compose" => Invocation::Compose {
             output: sub.get_one::<PathBuf>("output").cloned(),
+            stack: sub.get_flag("stack"),
             opts: ordered(sub),
         },
         "log" => {
@@ -603,8 +622,13 @@ mod tests {
             parse(["stap-server", "compose", "-o", "/tmp/c.yml", "-r", "x"]).unwrap(),
             Invocation::Compose {
                 output: Some("/tmp/c.yml".into()),
+                stack: false,
                 opts: vec![Opt::Release("x".into())]
             }
         );
+        assert!(matches!(
+            parse(["stap-server", "compose", "--stack", "-i"]).unwrap(),
+            Invocation::Compose { stack: true, .. }
+        ));
     }
 }

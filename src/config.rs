@@ -59,7 +59,26 @@ pub struct GlobalConfig {
     pub debuginfod_urls: Option<String>,
     /// Whether servers make their first compiles ahead of clients (`WARM`, default yes).
     pub warm: Option<bool>,
+    /// What runs the servers: one engine (`ENGINE=docker`, the default) or a Docker Swarm
+    /// through its manager (`ENGINE=swarm`), either at `DOCKER_HOST`.
+    pub engine: EngineKind,
+    /// The port of every swarm node's engine API, at the node's address (`NODE_ENGINE_PORT`,
+    /// default 2375): images and certificates go through it.
+    pub node_engine_port: u16,
 }
+
+/// What runs the servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Containers on one engine.
+    #[default]
+    Docker,
+    /// Services on a swarm, through a manager.
+    Swarm,
+}
+
+/// The default port of a swarm node's engine API.
+pub const NODE_ENGINE_PORT: u16 = 2375;
 
 /// Where the classic service keeps its global configuration.
 pub const DEFAULT_GLOBAL_FILE: &str = "/etc/sysconfig/stap-server";
@@ -96,6 +115,8 @@ impl Default for GlobalConfig {
             limits: Limits::default(),
             debuginfod_urls: None,
             warm: None,
+            engine: EngineKind::Docker,
+            node_engine_port: NODE_ENGINE_PORT,
         }
     }
 }
@@ -155,12 +176,16 @@ pub fn parse_global(
                 | "TENANT"
                 | "PORT_RANGE"
                 | "DEBUGINFOD_URLS"
-                | "WARM" => a.scalar(),
+                | "WARM"
+                | "ENGINE"
+                | "NODE_ENGINE_PORT" => a.scalar(),
                 var if crate::limits::is_limit(var) => a.scalar(),
                 _ => Err(unknown(a.var)),
             };
         }
         match a.var {
+            "ENGINE" => cfg.engine = a.scalar().and_then(|_| engine_kind(v))?,
+            "NODE_ENGINE_PORT" => cfg.node_engine_port = a.scalar().and_then(|_| port(v))?,
             "CONFIG_PATH" => cfg.config_path = a.scalar().and_then(|_| absolute(v))?,
             "STAT_PATH" => cfg.stat_path = a.scalar().and_then(|_| absolute(v))?,
             "LOG_FILE" => cfg.log_file = a.scalar().and_then(|_| absolute(v))?,
@@ -464,6 +489,15 @@ pub fn image_ref(v: &str) -> Result<String, String> {
 }
 
 /// `yes` or `no`.
+/// `ENGINE`: docker or swarm.
+pub fn engine_kind(v: &str) -> Result<EngineKind, String> {
+    match v {
+        "docker" => Ok(EngineKind::Docker),
+        "swarm" => Ok(EngineKind::Swarm),
+        _ => Err(format!("\"{v}\" is neither docker nor swarm")),
+    }
+}
+
 pub fn yes_no(v: &str) -> Result<bool, String> {
     match v {
         "yes" => Ok(true),

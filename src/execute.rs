@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::advertise::Publisher;
 use crate::announce::{self, Avahi, Known};
 use crate::body::{self, SERVER_PORT};
+use crate::engine::swarm::NodeInfo;
 use crate::engine::{CONCURRENCY, Created, Engine, Runtime, STOP_CONCURRENCY};
 use crate::error::{Error, Result};
 use crate::host::{self, Prepared};
@@ -28,6 +29,7 @@ use crate::plan::{Start, Stop};
 use crate::report::{self, Report};
 use crate::settings::Settings;
 use crate::spec::{Server, ServerSpec};
+use crate::swarm::Inventory;
 use crate::{image, lock, trust};
 
 /// How long a server may take to accept connections before `start` gives up.
@@ -65,6 +67,8 @@ pub struct Executor {
     stap: Option<PathBuf>,
     /// How readiness is probed (a TCP connection).
     reach: Reach,
+    /// On a swarm, its nodes and their trees (surveyed when the action may start servers).
+    pub inventory: Option<Inventory>,
 }
 
 impl Executor {
@@ -82,6 +86,7 @@ impl Executor {
             settings,
             stap: trust::client(),
             reach: |addr| connects(addr).boxed(),
+            inventory: None,
         }
     }
 
@@ -211,16 +216,20 @@ impl Executor {
     /// Starts servers as planned: every new one is checked on the host first (nothing is
     /// made if one is bad), then all are made and awaited concurrently. True when all run.
     pub async fn start(&mut self, steps: &[Start]) -> Result<bool> {
-        let mut prepared = host::prepare_all(
-            steps.iter().filter_map(|step| match step {
-                Start::Create(spec) => Some((spec, None)),
-                Start::Replace(old, spec) => Some((spec, Some(old.clone()))),
-                _ => None,
-            }),
-            &self.settings.global.modules_path,
-            &self.settings.host.arch,
-            true,
-        )?;
+        let specs = steps.iter().filter_map(|step| match step {
+            Start::Create(spec) => Some((spec, None)),
+            Start::Replace(old, spec) => Some((spec, Some(old.clone()))),
+            _ => None,
+        });
+        let mut prepared = match &self.inventory {
+            Some(inventory) => host::prepare_on_swarm(specs, inventory, &self.settings.host.arch)?,
+            None => host::prepare_all(
+                specs,
+                &self.settings.global.modules_path,
+                &self.settings.host.arch,
+                true,
+            )?,
+        };
         for p in &prepared {
             self.report.log(&host::debuginfo_note(&p.tree));
         }
@@ -358,6 +367,13 @@ impl Executor {
         let mut volumes = BTreeSet::new();
         for p in prepared {
             let volume = body::cert_volume(&p.spec.tenant, &p.spec.user);
+            if let Some(node) = &p.node {
+                // On a swarm a volume is a node's own: one certificate per node and user.
+                if volumes.insert(format!("{volume}@{}", node.id)) {
+                    self.ensure_certificate(p, &volume, Some(node)).await?;
+                }
+                continue;
+            }
             if volumes.insert(volume.clone()) {
                 let network = body::network_name(&p.spec.tenant);
                 // The engine does not refuse a second network of the same name: creating it
@@ -365,7 +381,7 @@ impl Executor {
                 let lock = lock::Lock::wait(self.lock_dir(), &network).await?;
                 self.engine.ensure_network(&network, &p.spec.tenant).await?;
                 drop(lock);
-                self.ensure_certificate(p, &volume).await?;
+                self.ensure_certificate(p, &volume, None).await?;
             }
         }
         Ok(())
@@ -373,18 +389,37 @@ impl Executor {
 
     /// Makes the certificate in the user's volume once, under a host lock, so servers started
     /// together never race to create it.
-    async fn ensure_certificate(&self, p: &Prepared, volume: &str) -> Result<()> {
-        let lock = lock::Lock::wait(self.lock_dir(), volume).await?;
+    async fn ensure_certificate(
+        &self,
+        p: &Prepared,
+        volume: &str,
+        node: Option<&NodeInfo>,
+    ) -> Result<()> {
+        // On a swarm, the volume of that name on one node, made there by a job placed on it.
+        let init = match node {
+            None => format!("{volume}-init"),
+            Some(n) => format!("{volume}-init-{}", body::short_id(&n.id)),
+        };
+        let lock =
+            lock::Lock::wait(self.lock_dir(), if node.is_none() { volume } else { &init }).await?;
         // Under the lock, a container of this name is one a killed manager left behind.
-        let init = format!("{volume}-init");
         self.engine.remove(&init, Duration::ZERO).await?;
-        let mountpoint = self.engine.ensure_volume(volume, &p.spec.tenant).await?;
-        if let Some(m) = &mountpoint
-            && Path::new(m).join("ssl/server/stap.cert").is_file()
-        {
-            return Ok(());
+        if node.is_none() {
+            let mountpoint = self.engine.ensure_volume(volume, &p.spec.tenant).await?;
+            if let Some(m) = &mountpoint
+                && Path::new(m).join("ssl/server/stap.cert").is_file()
+            {
+                return Ok(());
+            }
         }
-        let body = body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant, &p.host_name);
+        // The maker leaves a certificate the volume holds already as it is.
+        let mut body =
+            body::cert_init_body(&p.spec.image, volume, p.who, &p.spec.tenant, &p.host_name);
+        if let Some(n) = node {
+            body.labels
+                .get_or_insert_with(Default::default)
+                .insert(crate::labels::NODE_ID.into(), n.id.clone());
+        }
         // stap-gen-cert numbers a certificate by the time, in steps of 2^19 µs: two made in
         // the same step would share a serial, which the client trust databases take for one
         // certificate (trusting or revoking one would do it to the other). One at a time on
@@ -397,8 +432,11 @@ impl Executor {
         drop(serial);
         let (code, out) = ran?;
         if code != 0 {
+            let on = node
+                .map(|n| format!(" on swarm node {}", n.hostname))
+                .unwrap_or_default();
             return Err(Error::Invalid(format!(
-                "cannot make the certificate in volume {volume} (exit {code}): {}",
+                "cannot make the certificate in volume {volume}{on} (exit {code}): {}",
                 out.trim()
             )));
         }
@@ -418,7 +456,7 @@ impl Executor {
             let Some(port) = server.host_port else {
                 continue;
             };
-            if !volumes.insert(server.cert_volume.clone()) {
+            if !volumes.insert(announce::volume_key(server)) {
                 continue;
             }
             // A certificate added before, with both databases unchanged since, is not added
@@ -428,7 +466,11 @@ impl Executor {
             if serial.as_deref().is_some_and(trust::recorded) {
                 continue;
             }
-            match trust::trust(&stap, port).await {
+            let host = server
+                .place
+                .as_ref()
+                .map_or("127.0.0.1", |p| p.address.as_str());
+            match trust::trust(&stap, host, port).await {
                 Ok(()) => {
                     if let Some(serial) = &serial {
                         trust::record(serial);
@@ -456,19 +498,25 @@ impl Executor {
     pub async fn announce_and_hand_over(mut self, observed: &[Server]) {
         let tenant = self.settings.tenant();
         let dir = self.publisher.dir();
-        if let Some(warning) = Avahi::probe(dir).warning(dir) {
+        // A swarm's servers are advertised by the announcer of the node each runs on.
+        let here = self.engine.swarm().is_none();
+        if here && let Some(warning) = Avahi::probe(dir).warning(dir) {
             self.report.say(warning);
         }
-        let outcome = announce::after_action(
-            &self.engine,
-            &tenant,
-            &self.publisher,
-            &self.settings.global.stat_path,
-            (&self.started, &self.stopped),
-            observed,
-            &mut self.known,
-        )
-        .await;
+        let outcome = if !here {
+            Ok(announce::Outcome::default())
+        } else {
+            announce::after_action(
+                &self.engine,
+                &tenant,
+                &self.publisher,
+                &self.settings.global.stat_path,
+                (&self.started, &self.stopped),
+                observed,
+                &mut self.known,
+            )
+            .await
+        };
         match outcome {
             Ok(outcome) => {
                 for (name, reason) in outcome.failed {
@@ -567,8 +615,11 @@ async fn create_and_wait(
             if found.is_some() {
                 engine.remove(&name, Duration::ZERO).await?;
             }
-            let body =
+            let mut body =
                 body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port, &p.host_name);
+            if let Some(node) = &p.node {
+                body = body::on_swarm(body, p.who, &node.id);
+            }
             // The request runs as a task of its own, so that an interrupt can wait for the
             // engine's answer before it removes what the engine made.
             let (answered, created) = watch::channel(false);
@@ -615,6 +666,11 @@ async fn create_and_wait(
             managed_by_cli: true,
             kernel_release: p.tree.kernel_release.clone(),
             cert_volume: body::cert_volume(&p.spec.tenant, &p.spec.user),
+            place: p.node.as_ref().map(|n| crate::spec::Place {
+                node: n.hostname.clone(),
+                address: n.addr.clone(),
+                reason: None,
+            }),
         }),
         Err(e) => {
             let logs = engine.logs_tail(&id, 20).await;
@@ -668,7 +724,13 @@ async fn wait_ready(engine: &Engine, id: &str, reach: Reach) -> Result<Runtime> 
                 rt.exit_code.unwrap_or_default()
             )));
         }
-        if let (Some(ip), Some(port)) = (rt.ip, rt.host_port) {
+        if let (Some(node), Some(port)) = (rt.address, rt.host_port) {
+            // A swarm node's port, from afar: the server answers a connection by waiting for
+            // the client's first words; a port nothing listens behind closes it at once.
+            if held_open(SocketAddr::new(node, port)).await {
+                return Ok(rt);
+            }
+        } else if let (Some(ip), Some(port)) = (rt.ip, rt.host_port) {
             let inner = SocketAddr::new(ip, SERVER_PORT);
             if reach(inner).await && reach(SocketAddr::from(([127, 0, 0, 1], port))).await {
                 return Ok(rt);
@@ -681,11 +743,36 @@ async fn wait_ready(engine: &Engine, id: &str, reach: Reach) -> Result<Runtime> 
             )));
         }
         tokio::time::sleep(TRY_EVERY).await;
-        if rt.ip.is_none() || rt.host_port.is_none() || looked.elapsed() >= STATE_EVERY {
+        if (rt.ip.is_none() && rt.address.is_none())
+            || rt.host_port.is_none()
+            || looked.elapsed() >= STATE_EVERY
+        {
             rt = engine.inspect(id).await?;
             looked = Instant::now();
         }
     }
+}
+
+/// Whether a connection to `addr` is accepted and then held open for a moment, as a server
+/// waiting for its client holds it (a port whose server is not up yet is refused or closed).
+async fn held_open(addr: SocketAddr) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut stream, &mut byte) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 async fn connects(addr: SocketAddr) -> bool {
@@ -728,6 +815,7 @@ mod tests {
             host_port: None,
             replaces: None,
             host_name: "host".into(),
+            node: None,
         }
     }
 
@@ -866,6 +954,7 @@ mod tests {
             managed_by_cli: true,
             kernel_release: "x".into(),
             cert_volume: body::cert_volume("default", &spec.user),
+            place: None,
             spec,
         }
     }

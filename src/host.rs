@@ -9,9 +9,11 @@ use std::path::Path;
 use crate::arch;
 use crate::body::Identity;
 use crate::buildtree::{self, BuildTree};
+use crate::engine::swarm::NodeInfo;
 use crate::error::{Error, Result};
 use crate::report;
 use crate::spec::{Server, ServerSpec};
+use crate::swarm::Inventory;
 
 /// What a server needs from the host, checked before anything is created.
 #[derive(Debug, Clone)]
@@ -27,8 +29,11 @@ pub struct Prepared {
     pub host_port: Option<u16>,
     /// A stopped container the plan found for this server, to be removed first.
     pub replaces: Option<Server>,
-    /// This host's name, which the server's container and certificate carry.
+    /// This host's name, which the server's container and certificate carry (on a swarm,
+    /// the node's).
     pub host_name: String,
+    /// On a swarm, the node the server goes to.
+    pub node: Option<NodeInfo>,
 }
 
 /// Host-side checks of every server to be made (each with the stopped container it
@@ -40,18 +45,25 @@ pub fn prepare_all<'a>(
     host_arch: &str,
     check_port: bool,
 ) -> Result<Vec<Prepared>> {
-    let mut prepared = Vec::new();
+    every(specs.map(|(spec, replaces)| {
+        prepare(spec, modules_path, host_arch, check_port).map(|p| Prepared { replaces, ..p })
+    }))
+}
+
+/// All the values, or every problem at once.
+fn every<T>(results: impl Iterator<Item = Result<T>>) -> Result<Vec<T>> {
+    let mut all = Vec::new();
     let mut problems = Vec::new();
-    for (spec, replaces) in specs {
-        match prepare(spec, modules_path, host_arch, check_port) {
-            Ok(p) => prepared.push(Prepared { replaces, ..p }),
+    for r in results {
+        match r {
+            Ok(v) => all.push(v),
             Err(e) => problems.push(e.to_string()),
         }
     }
     if !problems.is_empty() {
         return Err(Error::Invalid(problems.join("\n")));
     }
-    Ok(prepared)
+    Ok(all)
 }
 
 /// Host-side checks of one server to be made.
@@ -101,7 +113,49 @@ fn prepare(
         host_port: None,
         replaces: None,
         host_name: host_name(),
+        node: None,
     })
+}
+
+/// The checks of [`prepare_all`] for servers on a swarm: each goes to the node that has its
+/// tree ([`Inventory::place`]), checked as that node reported it. Options that name paths
+/// of this host (`-I`, `-R`, `--ssl`) are refused: a node has none of them.
+pub fn prepare_on_swarm<'a>(
+    specs: impl Iterator<Item = (&'a ServerSpec, Option<Server>)>,
+    inventory: &Inventory,
+    host_arch: &str,
+) -> Result<Vec<Prepared>> {
+    every(specs.map(|(spec, replaces)| -> Result<Prepared> {
+        let invalid = |e: &dyn std::fmt::Display| Error::Invalid(e.to_string());
+        if let Some(path) = spec
+            .includes
+            .iter()
+            .chain(&spec.runtime)
+            .map(String::as_str)
+            .chain(spec.ssl.as_deref().and_then(Path::to_str))
+            .next()
+        {
+            return Err(Error::Invalid(format!(
+                "{path}: -I, -R and --ssl name directories of this host, which the nodes \
+                 of a swarm do not have"
+            )));
+        }
+        let cross = arch::cross(&spec.arch, host_arch).map_err(|e| invalid(&e))?;
+        let who = identity(&spec.user)?;
+        let (node, mut tree) = inventory.place(&spec.release).map_err(|e| invalid(&e))?;
+        arch::check_tree(spec, &tree, host_arch).map_err(|e| invalid(&e))?;
+        tree.cross_compile = cross.map(|t| t.cross_compile());
+        Ok(Prepared {
+            name: crate::body::container_name(spec),
+            spec: spec.clone(),
+            tree,
+            who,
+            host_port: None,
+            replaces,
+            host_name: node.hostname.clone(),
+            node: Some(node),
+        })
+    }))
 }
 
 /// The host's uid and gid of `user`; root and unknown users are refused.

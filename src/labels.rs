@@ -24,6 +24,15 @@ pub const KERNEL_RELEASE: &str = "io.stap-server.kernel-release";
 pub const CERT_VOLUME: &str = "io.stap-server.cert-volume";
 /// The kernel debuginfo the server sees (a JSON list of host paths; empty: none).
 pub const KERNEL_DEBUGINFO: &str = "io.stap-server.kernel-debuginfo";
+/// The swarm node a server is placed on (its node id), on a swarm only.
+pub const NODE_ID: &str = "io.stap-server.node-id";
+/// What a swarm reports of a server's task, as labels of its listing (never written): the
+/// node's hostname and address, and why the task does not run.
+/// The container name a swarm service stands for (its own name has no dots).
+pub const NAME: &str = "io.stap-server.name";
+pub const SWARM_NODE: &str = "io.stap-server.swarm.node";
+pub const SWARM_ADDRESS: &str = "io.stap-server.swarm.address";
+pub const SWARM_REASON: &str = "io.stap-server.swarm.reason";
 
 /// Label filters that select a tenant's servers (for list calls and events).
 pub fn tenant_filter(tenant: &str) -> HashMap<String, Vec<String>> {

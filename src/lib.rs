@@ -18,7 +18,9 @@
 //! - [`body`]: `ServerSpec` → container name and create body (pure).
 //! - [`compose`]: the compose file of servers (pure).
 //! - [`engine`]: the engine operations as one trait; `engine::docker` is the only code that
-//!   speaks bollard, `engine::fake` records calls for unit tests.
+//!   speaks bollard to one engine, `engine::swarm` to a swarm's manager and its nodes'
+//!   engines, `engine::fake` records calls for unit tests.
+//! - [`swarm`]: a swarm's nodes and the build trees each has, from a survey job.
 //! - [`image`]: the compile-server image, offline (mmdebstrap) or from a registry.
 //! - [`host`]: host preparation of servers to be made: identity, ports, log and ssl paths.
 //! - [`execute`]: a plan carried out: servers stopped, made, awaited, trusted, advertised;
@@ -59,5 +61,6 @@ pub mod report;
 pub mod settings;
 pub mod spec;
 pub mod status_json;
+pub mod swarm;
 pub mod trust;
 pub mod warm;

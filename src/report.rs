@@ -64,6 +64,24 @@ pub fn running_options(server: &Server) -> String {
 /// The classic status line of one server.
 pub fn status_line(server: &Server) -> String {
     let opts = running_options(server);
+    if let Some(place) = &server.place {
+        let port = server
+            .host_port
+            .map(|p| format!(" port {p}"))
+            .unwrap_or_default();
+        return match (server.running(), &place.reason) {
+            (true, _) => format!(
+                "stap-server {opts} running on node {} ({}){port}",
+                place.node, place.address
+            ),
+            (false, reason) => format!(
+                "stap-server {opts} is not running on node {} (service {}: {})",
+                place.node,
+                server.name,
+                reason.as_deref().unwrap_or(&server.state)
+            ),
+        };
+    }
     match (server.running(), server.pid) {
         (true, Some(pid)) => format!("stap-server {opts} running as PID {pid}"),
         (true, None) => format!("stap-server {opts} running"),
@@ -158,6 +176,7 @@ mod tests {
             managed_by_cli: true,
             kernel_release: "6.1.0-56-amd64".into(),
             cert_volume: "v".into(),
+            place: None,
         };
         assert_eq!(
             status_line(&server),

@@ -157,6 +157,19 @@ pub struct Server {
     /// The volume that holds the server's certificate, from the container's label (a compose
     /// project names its volumes itself).
     pub cert_volume: String,
+    /// On a swarm, where its task is placed.
+    pub place: Option<Place>,
+}
+
+/// Where a swarm server's task is placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The node's hostname.
+    pub node: String,
+    /// The node's address, where clients reach the server's port.
+    pub address: String,
+    /// Why the task does not run, when it does not.
+    pub reason: Option<String>,
 }
 
 impl Server {
@@ -556,6 +569,7 @@ pub(crate) mod tests {
             managed_by_cli: true,
             kernel_release: "6.1.0-56-amd64".into(),
             cert_volume: "v".into(),
+            place: None,
         }
     }
 

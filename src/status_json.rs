@@ -216,6 +216,7 @@ mod tests {
             managed_by_cli: true,
             kernel_release: "6.1.0-56-amd64".into(),
             cert_volume: "v".into(),
+            place: None,
         }
     }
 

@@ -48,22 +48,23 @@ pub fn lock() -> crate::error::Result<lock::Lock> {
 
 /// The client's arguments that trust the server on `port` of this host, for all users, as an
 /// SSL peer and as a module signer.
-pub fn trust_args(port: u16) -> Vec<String> {
+pub fn trust_args(host: &str, port: u16) -> Vec<String> {
     vec![
         "--trust-servers=ssl,signer,all-users,no-prompt".into(),
-        format!("--use-server=127.0.0.1:{port}"),
+        format!("--use-server={host}:{port}"),
     ]
 }
 
-/// Adds the certificate of the server listening on `127.0.0.1:port` to the global databases.
+/// Adds the certificate of the server listening on `host:port` (`127.0.0.1` for this host's)
+/// to the global databases.
 /// Writers of those databases (clients are not safe to run at once on them) go one at a time,
 /// under a host lock.
-pub async fn trust(stap: &Path, port: u16) -> Result<(), String> {
+pub async fn trust(stap: &Path, host: &str, port: u16) -> Result<(), String> {
     let _lock = lock().map_err(|e| e.to_string())?;
     // The client's own files go to a scratch directory, not to root's home.
     let scratch = tempfile::tempdir().map_err(|e| format!("cannot make a scratch dir: {e}"))?;
     let run = tokio::process::Command::new(stap)
-        .args(trust_args(port))
+        .args(trust_args(host, port))
         .env("SYSTEMTAP_DIR", scratch.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -89,7 +90,7 @@ pub async fn trust(stap: &Path, port: u16) -> Result<(), String> {
         Err(format!(
             "{} {} failed ({}): {}",
             stap.display(),
-            trust_args(port).join(" "),
+            trust_args(host, port).join(" "),
             out.status,
             said.trim()
         ))
@@ -170,7 +171,7 @@ mod tests {
     #[test]
     fn the_stock_trust_command() {
         assert_eq!(
-            trust_args(40001),
+            trust_args("127.0.0.1", 40001),
             [
                 "--trust-servers=ssl,signer,all-users,no-prompt",
                 "--use-server=127.0.0.1:40001"

@@ -163,3 +163,442 @@ fn a_lab_of_three_engines_forms_a_swarm_and_leaves_nothing() {
         text(&images)
     );
 }
+
+/// The image is built on the manager's engine, as an admin would build it there (`stap-server
+/// image build` with DOCKER_HOST naming the manager): here, loaded from this host's engine,
+/// which has built it for the other tests. The nodes get it from the manager.
+fn load_image(lab: &Lab) {
+    let image = common::image();
+    if !common::docker(&["image", "inspect", &image])
+        .status
+        .success()
+    {
+        let built = common::Env::new("image").run(&["image", "build"]);
+        assert!(built.status.success(), "image build: {}", text(&built));
+    }
+    let loaded = Instant::now();
+    let load = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "docker save '{image}' | docker -H '{}' load -q",
+                lab.manager()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "image {image} onto the manager (build it with `stap-server image build`): {}",
+        text(&load)
+    );
+    eprintln!(
+        "image onto the manager: {:.1} s",
+        loaded.elapsed().as_secs_f64()
+    );
+}
+
+/// One server of `status` on a swarm: its release, node, address, port, serial.
+#[derive(Debug, Clone)]
+struct Placed {
+    release: String,
+    node: String,
+    address: String,
+    port: u16,
+    serial: String,
+}
+
+/// The servers `status` shows running on a swarm, with the serial line under each.
+fn placed(status: &str) -> Vec<Placed> {
+    let lines: Vec<&str> = status.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some((opts, place)) = line.split_once(" running on node ") else {
+            continue;
+        };
+        let release = opts
+            .split("-r \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        let (node, rest) = place.split_once(" (").expect("node (address)");
+        // Running, with no port yet: the swarm has not reported it.
+        let Some((address, rest)) = rest.split_once(") port ") else {
+            continue;
+        };
+        let serial = lines
+            .get(i + 1)
+            .and_then(|l| l.trim().strip_prefix("certificate serial "))
+            .unwrap_or_default()
+            .to_string();
+        found.push(Placed {
+            release,
+            node: node.into(),
+            address: address.into(),
+            port: rest.trim().parse().expect("a port"),
+            serial,
+        });
+    }
+    found.sort_by(|a, b| a.release.cmp(&b.release));
+    found
+}
+
+/// Revokes the host's global trust of the serials seen, however the test ends.
+struct Revoke(std::cell::RefCell<Vec<String>>);
+
+impl Drop for Revoke {
+    fn drop(&mut self) {
+        for serial in self.0.borrow().iter() {
+            common::revoke_global_trust(serial);
+        }
+    }
+}
+
+/// Trusts the server `s` in a client database of its own under `client`, then compiles
+/// `script` through it with the stock client, by node address and port, for its release;
+/// how long the compile took.
+fn compile_through(client: &std::path::Path, s: &Placed, module: &str, script: &str) -> Duration {
+    std::fs::create_dir_all(client).unwrap();
+    let server = format!("--use-server={}:{}", s.address, s.port);
+    let dir = client.join(".systemtap");
+    let trusted = std::process::Command::new("stap")
+        .args(["--trust-servers=ssl,no-prompt", &server])
+        .env("SYSTEMTAP_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        trusted.status.success(),
+        "trust {server}: {}",
+        text(&trusted)
+    );
+    let started = Instant::now();
+    let out = std::process::Command::new("stap")
+        .args([&server, "-r", &s.release, "-p4", "-m", module, "-e", script])
+        .current_dir(client)
+        .env("SYSTEMTAP_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && client.join(format!("{module}.ko")).is_file(),
+        "compile through {server} ({}): {}",
+        s.node,
+        text(&out)
+    );
+    started.elapsed()
+}
+
+/// Waits until `status` shows `want` servers running, at most `limit`; the last status.
+fn wait_running(env: &common::Env, dh: &[(&str, &str)], want: usize, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = env.run_env(&["status"], dh);
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        if placed(&status).len() == want || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
+    common::require("stap", "the systemtap client (apt-get install systemtap)");
+    let lab = Lab::three();
+    let env = common::Env::new("swarm");
+    env.write_global("ENGINE=swarm\n");
+    let dh = [("DOCKER_HOST", lab.manager())];
+    let revoke = Revoke(Default::default());
+    let release = headers_release();
+    let other = format!("{release}-lab");
+    load_image(&lab);
+
+    let started = Instant::now();
+    let out = env.run_env(&["start", "-i"], &dh);
+    let took = started.elapsed();
+    assert!(out.status.success(), "start -i: {}", text(&out));
+    eprintln!(
+        "start -i across the swarm: {:.1} s\n{}",
+        took.as_secs_f64(),
+        text(&out)
+    );
+    let log = std::fs::read_to_string(env.path("log/log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("shipped")) {
+        eprintln!("{line}");
+    }
+
+    let status = env.expect_env(&["status"], &dh, 0);
+    let servers = placed(&status);
+    revoke
+        .0
+        .borrow_mut()
+        .extend(servers.iter().map(|s| s.serial.clone()));
+    assert_eq!(
+        servers
+            .iter()
+            .map(|s| s.release.as_str())
+            .collect::<Vec<_>>(),
+        [release.as_str(), other.as_str()],
+        "one server per node tree:\n{status}"
+    );
+    let node_of = |r: &str| servers.iter().find(|s| s.release == r).unwrap().clone();
+    let (native, lab_tree) = (node_of(&release), node_of(&other));
+    assert_eq!(native.node, lab.nodes[1].name, "{status}");
+    assert_eq!(native.address, lab.nodes[1].ip.to_string(), "{status}");
+    assert_eq!(lab_tree.node, lab.nodes[2].name, "{status}");
+    assert_eq!(lab_tree.address, lab.nodes[2].ip.to_string(), "{status}");
+    assert!(
+        servers.iter().all(|s| !s.serial.is_empty()),
+        "every serial shown:\n{status}"
+    );
+    assert_ne!(native.serial, lab_tree.serial, "a certificate per node");
+
+    // status agrees with the swarm's own view.
+    let label = format!("label=io.stap-server.tenant={}", env.tenant);
+    let services = lab.expect(0, &["service", "ls", "-q", "--filter", &label]);
+    assert_eq!(services.lines().count(), 2, "{services}");
+    let mut args = vec![
+        "service",
+        "ps",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.CurrentState}} {{.Ports}}",
+    ];
+    args.extend(services.lines());
+    let ps = lab.expect(0, &args);
+    for s in &servers {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&format!("{} Running", s.node))
+                    && l.contains(&format!("*:{}->", s.port))),
+            "docker service ps says\n{ps}\nwhere status says {s:?}"
+        );
+    }
+
+    // The stock client compiles a tracepoint script through each, by node address and port.
+    for s in &servers {
+        let took = compile_through(
+            &env.path(&format!("client-{}", s.release)),
+            s,
+            "swarm_trace",
+            "probe kernel.trace(\"sched:sched_switch\") { printf(\"%d\\n\", $next->pid); exit() }",
+        );
+        eprintln!(
+            "tracepoint compiled through {}:{} on {} in {:.1} s",
+            s.address,
+            s.port,
+            s.node,
+            took.as_secs_f64()
+        );
+    }
+
+    // Each node's announcer (`stap-server announce`, reading that node's own engine) writes
+    // the service files of the servers whose tasks run there, and only those.
+    for (i, s) in [(1, &native), (2, &lab_tree)] {
+        let engine = format!("tcp://{}:2375", lab.nodes[i].ip);
+        let out = env.run_env(&["announce", "--once"], &[("DOCKER_HOST", engine.as_str())]);
+        assert!(
+            out.status.success(),
+            "announce on node {}: {}",
+            i + 1,
+            text(&out)
+        );
+        let files: Vec<String> = std::fs::read_dir(env.path("avahi"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        assert_eq!(files.len(), 1, "node {}'s servers only: {files:?}", i + 1);
+        assert!(
+            files[0].contains(&format!("<port>{}</port>", s.port)) && files[0].contains(&s.release),
+            "node {}'s advertisement of {s:?}: {}",
+            i + 1,
+            files[0]
+        );
+    }
+
+    // A killed task's container: the server is back, same certificate.
+    let killed = Instant::now();
+    let ids = lab.expect(1, &["ps", "-q", "--filter", &label]);
+    assert_eq!(
+        ids.lines().count(),
+        1,
+        "one server container on node 2: {ids}"
+    );
+    lab.expect(1, &["kill", ids.trim()]);
+    let back = loop {
+        let status = String::from_utf8_lossy(&env.run_env(&["status"], &dh).stdout).into_owned();
+        let now = placed(&status);
+        if let Some(s) = now.iter().find(|s| s.release == release)
+            && lab.expect(1, &["ps", "-q", "--filter", &label]).trim() != ids.trim()
+            && std::net::TcpStream::connect((s.address.as_str(), s.port)).is_ok()
+        {
+            break s.clone();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "not back within 30 s:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        back.serial, native.serial,
+        "the same certificate after the kill"
+    );
+    eprintln!(
+        "killed task back in {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // A node stopped: its server shows as not running, and why; started again: running.
+    lab.stop_node(2);
+    lab.wait_status(2, NodeStatus::Down);
+    let out = env.run_env(&["status"], &dh);
+    let status = text(&out);
+    let line = status
+        .lines()
+        .find(|l| l.contains(&format!("-r \"{other}\"")))
+        .unwrap_or_else(|| panic!("a line for {other}:\n{status}"));
+    assert!(
+        line.contains("is not running")
+            && line.contains(&format!("node {} is down", lab.nodes[2].name)),
+        "{line}"
+    );
+    // As for a container that no longer runs on one host: LSB's 1, "dead".
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "status of a server that does not run: {status}"
+    );
+    lab.start_node(2);
+    lab.wait_status(2, NodeStatus::Ready);
+    let status = wait_running(&env, &dh, 2, Duration::from_secs(90));
+    assert_eq!(placed(&status).len(), 2, "both running again:\n{status}");
+
+    // Another tenant's service on the same swarm, untouched by this tenant's stop.
+    let other_tenant = format!("{}-other", env.tenant);
+    lab.expect(
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--name",
+            &other_tenant,
+            "--label",
+            "io.stap-server.managed=true",
+            "--label",
+            &format!("io.stap-server.tenant={other_tenant}"),
+            "--constraint",
+            &format!("node.id=={}", lab.nodes[1].id),
+            "--entrypoint",
+            "sleep",
+            &common::image(),
+            "600",
+        ],
+    );
+    env.expect_env(&["stop"], &dh, 0);
+    let services = lab.expect(0, &["service", "ls", "-q", "--filter", &label]);
+    assert!(
+        services.trim().is_empty(),
+        "no service of ours left: {services}"
+    );
+    let others = lab.expect(0, &["service", "ls", "--format", "{{.Name}}"]);
+    assert!(others.lines().any(|l| l == other_tenant), "{others}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..3 {
+        loop {
+            let left = lab.expect(i, &["ps", "-aq", "--filter", &label]);
+            if left.trim().is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} keeps {left}", i + 1);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let networks = lab.expect(i, &["network", "ls", "-q", "--filter", &label]);
+        assert!(networks.trim().is_empty(), "node {}: {networks}", i + 1);
+    }
+    lab.expect(0, &["service", "rm", &other_tenant]);
+
+    // Once the nodes have the image and the certificates: what a start across the swarm
+    // costs by itself, against the same start on this host's engine.
+    let again = Instant::now();
+    env.expect_env(&["start", "-i"], &dh, 0);
+    let swarm_start = again.elapsed();
+    env.expect_env(&["stop"], &dh, 0);
+    let local = common::Env::new("swarm-local");
+    let modules = local.fake_modules(&[&release, &other]);
+    local.write_global(&format!("MODULES_PATH={}\n", modules.display()));
+    local.expect(&["start", "-r", &release], 0);
+    local.expect(&["stop"], 0);
+    let here = Instant::now();
+    local.expect(&["start", "-i"], 0);
+    let local_start = here.elapsed();
+    local.expect(&["stop"], 0);
+    eprintln!(
+        "start -i of 2 servers, image and certificates in place: swarm of 3 nodes {:.1} s, \
+         this host's engine {:.1} s",
+        swarm_start.as_secs_f64(),
+        local_start.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_stack_file_deploys_the_servers_start_would_make() {
+    common::require("stap", "the systemtap client (apt-get install systemtap)");
+    let lab = Lab::three();
+    let env = common::Env::new("stack");
+    env.write_global("ENGINE=swarm\n");
+    let dh = [("DOCKER_HOST", lab.manager())];
+    load_image(&lab);
+    let release = headers_release();
+    let other = format!("{release}-lab");
+
+    let file = env.path("stack.yml");
+    let out = env.run_env(
+        &["compose", "--stack", "-i", "-o", file.to_str().unwrap()],
+        &dh,
+    );
+    assert!(out.status.success(), "compose --stack: {}", text(&out));
+    assert!(
+        text(&out).contains("leaves out the PIDS limit"),
+        "what the file cannot say is said: {}",
+        text(&out)
+    );
+    let stack = format!("s{}", std::process::id());
+    lab.expect(
+        0,
+        &["stack", "deploy", "-c", file.to_str().unwrap(), &stack],
+    );
+    let status = wait_running(&env, &dh, 2, Duration::from_secs(120));
+    let servers = placed(&status);
+    assert_eq!(
+        servers
+            .iter()
+            .map(|s| (s.release.as_str(), s.node.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (release.as_str(), lab.nodes[1].name.as_str()),
+            (other.as_str(), lab.nodes[2].name.as_str())
+        ],
+        "the stack's servers, where start would put them:\n{status}"
+    );
+    // The stack's servers use the certificates made on the nodes for them.
+    assert!(servers.iter().all(|s| !s.serial.is_empty()), "{status}");
+
+    // A client of the stack's server for the other release.
+    let s = servers.iter().find(|s| s.release == other).unwrap();
+    compile_through(
+        &env.path("client"),
+        s,
+        "stacked",
+        "probe timer.s(1) { exit() }",
+    );
+
+    lab.expect(0, &["stack", "rm", &stack]);
+    let label = format!("label=io.stap-server.tenant={}", env.tenant);
+    let services = lab.expect(0, &["service", "ls", "-q", "--filter", &label]);
+    assert!(services.trim().is_empty(), "{services}");
+}

@@ -35,7 +35,7 @@ pub struct Bollard {
     patient: Docker,
 }
 
-fn failed(op: Op) -> impl FnOnce(BollardError) -> EngineError {
+pub(super) fn failed(op: Op) -> impl FnOnce(BollardError) -> EngineError {
     move |e| EngineError {
         op,
         status: match &e {
@@ -78,12 +78,36 @@ impl Bollard {
         Ok((Bollard::new(docker), true))
     }
 
+    /// The client, for the swarm's calls to its manager.
+    pub(super) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The client with no per-request timeout.
+    pub(super) fn patient(&self) -> &Docker {
+        &self.patient
+    }
+
     fn new(docker: Docker) -> Bollard {
         Bollard {
             patient: docker.clone().with_timeout(Duration::from_secs(3600)),
             docker,
         }
     }
+}
+
+/// A container's or service's output as text: what could be read of it.
+pub(super) async fn text(
+    output: impl futures_util::Stream<
+        Item = std::result::Result<bollard::container::LogOutput, BollardError>,
+    >,
+) -> String {
+    let chunks: Vec<String> = output
+        .map_ok(|chunk| chunk.to_string())
+        .filter_map(|r| async move { r.ok() })
+        .collect()
+        .await;
+    chunks.concat()
 }
 
 fn volume(v: bollard::models::Volume) -> Volume {
@@ -233,14 +257,7 @@ impl Api for Bollard {
                 .stderr(true)
                 .tail(&lines.to_string())
                 .build();
-            let chunks: Vec<String> = self
-                .docker
-                .logs(id, Some(options))
-                .map_ok(|chunk| chunk.to_string())
-                .filter_map(|r| async move { r.ok() })
-                .collect()
-                .await;
-            chunks.concat()
+            text(self.docker.logs(id, Some(options))).await
         }
         .boxed()
     }

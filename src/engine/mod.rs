@@ -7,6 +7,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream};
 
 use crate::body::SERVER_PORT;
+use crate::config::EngineKind;
 use crate::error::{Error, Result};
 use crate::labels;
 use crate::spec::Server;
@@ -211,6 +213,8 @@ pub struct Engine {
     /// read on the host, not through the engine. A container's mounts never change, so an
     /// entry never goes stale.
     mounts: Option<Arc<Mutex<HashMap<String, Mounts>>>>,
+    /// The swarm, when the servers are its services.
+    swarm: Option<Arc<swarm::Swarm>>,
 }
 
 /// A container's mounts: (destination in the container, source on the host).
@@ -242,6 +246,8 @@ pub struct Runtime {
     pub ip: Option<IpAddr>,
     pub host_port: Option<u16>,
     pub exit_code: Option<i64>,
+    /// Where the host port is reached when not on this host (the swarm node's address).
+    pub address: Option<IpAddr>,
 }
 
 /// The host PID of a container's main process, read from its cgroup on this host: the one
@@ -341,12 +347,34 @@ impl Engine {
         Ok(Engine::over(Arc::new(api), local))
     }
 
+    /// Connects to what the global file names: the engine, or the swarm whose manager
+    /// `DOCKER_HOST` names (its nodes' engines on `node_port`).
+    pub async fn connect_to(kind: EngineKind, node_port: u16) -> Result<Engine> {
+        match kind {
+            EngineKind::Docker => Engine::connect().await,
+            EngineKind::Swarm => {
+                let swarm = Arc::new(swarm::Swarm::connect(&address(), node_port).await?);
+                Ok(Engine {
+                    api: swarm.clone(),
+                    mounts: None,
+                    swarm: Some(swarm),
+                })
+            }
+        }
+    }
+
+    /// The swarm, when the servers are its services.
+    pub fn swarm(&self) -> Option<&swarm::Swarm> {
+        self.swarm.as_deref()
+    }
+
     /// An engine over `api`; `local`: whether it runs on this host, so that its containers'
     /// cgroups and mounts can be read here.
     pub fn over(api: Arc<dyn Api>, local: bool) -> Engine {
         Engine {
             api,
             mounts: local.then(Arc::default),
+            swarm: None,
         }
     }
 
@@ -422,11 +450,13 @@ impl Engine {
         // ones' cgroups give their PID and liveness as they are now, with no call per server;
         // otherwise each is inspected.
         let local = self.on_this_host();
+        // A swarm's list is its tasks' state as the manager knows it now: nothing to add.
+        let swarm = self.swarm.is_some();
         let now: Vec<Option<Runtime>> = stream::iter(servers.iter().map(|s| {
             let id = s.id.clone();
             let running = s.running();
             async move {
-                if !running {
+                if !running || swarm {
                     return None;
                 }
                 if local && let Some(pid) = cgroup_main_pid(&id) {
@@ -687,16 +717,20 @@ fn runtime(c: ContainerInspectResponse) -> Runtime {
         .unwrap_or_default()
         .into_iter()
         .find_map(|b| b.host_port.and_then(|p| p.parse().ok()));
+    let address = c
+        .config
+        .and_then(|c| c.labels?.get(labels::SWARM_ADDRESS)?.parse().ok());
     Runtime {
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         pid: state.pid.filter(|p| *p > 0).map(|p| p as u32),
         ip,
         host_port,
         exit_code: state.exit_code,
+        address,
     }
 }
 
-fn summary_to_server(c: ContainerSummary) -> Option<Server> {
+pub(crate) fn summary_to_server(c: ContainerSummary) -> Option<Server> {
     let labels = c.labels.unwrap_or_default();
     let spec = labels::from_labels(&labels)?;
     let kernel_release = labels
@@ -728,6 +762,16 @@ fn summary_to_server(c: ContainerSummary) -> Option<Server> {
         managed_by_cli: labels.get(labels::ORIGIN).map(String::as_str) != Some("compose"),
         kernel_release,
         cert_volume,
+        place: labels
+            .get(labels::SWARM_NODE)
+            .map(|node| crate::spec::Place {
+                node: node.clone(),
+                address: labels
+                    .get(labels::SWARM_ADDRESS)
+                    .cloned()
+                    .unwrap_or_default(),
+                reason: labels.get(labels::SWARM_REASON).cloned(),
+            }),
     })
 }
 

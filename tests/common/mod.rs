@@ -223,7 +223,12 @@ impl Env {
 
     /// Runs an action, asserts its exit code, returns its standard output.
     pub fn expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
+        self.expect_env(args, &[], code)
+    }
+
+    /// [`Env::expect`] with more environment variables.
+    pub fn expect_env(&self, args: &[&str], env: &[(&str, &str)], code: i32) -> String {
+        let out = self.run_env(args, env);
         assert_eq!(
             out.status.code(),
             Some(code),
