@@ -33,6 +33,8 @@ pub const NAME: &str = "io.stap-server.name";
 pub const SWARM_NODE: &str = "io.stap-server.swarm.node";
 pub const SWARM_ADDRESS: &str = "io.stap-server.swarm.address";
 pub const SWARM_REASON: &str = "io.stap-server.swarm.reason";
+/// The PID of a swarm server's process on its node.
+pub const SWARM_PID: &str = "io.stap-server.swarm.pid";
 
 /// Label filters that select a tenant's servers (for list calls and events).
 pub fn tenant_filter(tenant: &str) -> HashMap<String, Vec<String>> {

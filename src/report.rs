@@ -71,8 +71,13 @@ pub fn status_line(server: &Server) -> String {
             .unwrap_or_default();
         return match (server.running(), &place.reason) {
             (true, _) => format!(
-                "stap-server {opts} running on node {} ({}){port}",
-                place.node, place.address
+                "stap-server {opts} running{} on node {} ({}){port}",
+                server
+                    .pid
+                    .map(|p| format!(" as PID {p}"))
+                    .unwrap_or_default(),
+                place.node,
+                place.address
             ),
             (false, reason) => format!(
                 "stap-server {opts} is not running on node {} (service {}: {})",

@@ -206,6 +206,8 @@ struct Placed {
     address: String,
     port: u16,
     serial: String,
+    /// The server's PID on its node.
+    pid: Option<u32>,
 }
 
 /// The servers `status` shows running on a swarm, with the serial line under each.
@@ -213,9 +215,15 @@ fn placed(status: &str) -> Vec<Placed> {
     let lines: Vec<&str> = status.lines().collect();
     let mut found = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let Some((opts, place)) = line.split_once(" running on node ") else {
+        let Some((head, place)) = line.split_once(" on node ") else {
             continue;
         };
+        let Some((opts, running)) = head.split_once(" running") else {
+            continue;
+        };
+        let pid = running
+            .strip_prefix(" as PID ")
+            .and_then(|p| p.trim().parse().ok());
         let release = opts
             .split("-r \"")
             .nth(1)
@@ -238,6 +246,7 @@ fn placed(status: &str) -> Vec<Placed> {
             address: address.into(),
             port: rest.trim().parse().expect("a port"),
             serial,
+            pid,
         });
     }
     found.sort_by(|a, b| a.release.cmp(&b.release));
@@ -475,6 +484,27 @@ fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
     lab.wait_status(2, NodeStatus::Ready);
     let status = wait_running(&env, &dh, 2, Duration::from_secs(90));
     assert_eq!(placed(&status).len(), 2, "both running again:\n{status}");
+
+    // -p, restart and condrestart, as on one host.
+    let now = placed(&status);
+    let lab_now = now.iter().find(|s| s.release == other).unwrap();
+    let pid = lab_now.pid.expect("a PID on its node").to_string();
+    let by_pid = env.expect_env(&["status", "-p", &pid], &dh, 0);
+    assert!(
+        placed(&by_pid).iter().any(|s| s.release == other),
+        "status -p {pid}:\n{by_pid}"
+    );
+    env.expect_env(&["restart", "-r", &other], &dh, 0);
+    let status = wait_running(&env, &dh, 2, Duration::from_secs(60));
+    let restarted = placed(&status);
+    let again = restarted.iter().find(|s| s.release == other);
+    assert!(
+        again.is_some_and(|s| s.node == lab.nodes[2].name && s.serial == lab_tree.serial),
+        "restart -r {other}: on its node, with its certificate:\n{status}"
+    );
+    env.expect_env(&["condrestart"], &dh, 0);
+    let status = wait_running(&env, &dh, 2, Duration::from_secs(60));
+    assert_eq!(placed(&status).len(), 2, "condrestart:\n{status}");
 
     // Another tenant's service on the same swarm, untouched by this tenant's stop.
     let other_tenant = format!("{}-other", env.tenant);

@@ -32,6 +32,7 @@ fn running(spec: spec::ServerSpec, pid: u32) -> Server {
         name: body::container_name(&spec),
         kernel_release: spec.release.clone(),
         cert_volume: body::cert_volume(&spec.tenant, &spec.user),
+        place: None,
         spec,
         id: format!("id{pid}"),
         state: "running".into(),

@@ -757,7 +757,8 @@ pub(crate) fn summary_to_server(c: ContainerSummary) -> Option<Server> {
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_default(),
         state: c.state.map(|s| s.to_string()).unwrap_or_default(),
-        pid: None,
+        // On a swarm, the PID on the server's node; elsewhere read from the cgroup or inspect.
+        pid: labels.get(labels::SWARM_PID).and_then(|p| p.parse().ok()),
         host_port,
         managed_by_cli: labels.get(labels::ORIGIN).map(String::as_str) != Some("compose"),
         kernel_release,

@@ -538,6 +538,15 @@ pub fn summary(
             );
         }
     }
+    if state == "running"
+        && let Some(pid) = status
+            .container_status
+            .as_ref()
+            .and_then(|c| c.pid)
+            .filter(|p| *p > 0)
+    {
+        labels.insert(labels::SWARM_PID.into(), pid.to_string());
+    }
     if state != "running" && !labels.contains_key(labels::SWARM_REASON) {
         let why = [status.err, status.message]
             .into_iter()
@@ -1155,7 +1164,11 @@ mod tests {
 
     #[test]
     fn a_running_task_lists_as_a_running_server_on_its_node() {
-        let (service, task) = service_and_task(TaskState::RUNNING);
+        let (service, mut task) = service_and_task(TaskState::RUNNING);
+        task.status.as_mut().unwrap().container_status = Some(bollard::models::ContainerStatus {
+            pid: Some(4242),
+            ..Default::default()
+        });
         let c = summary(service, Some(&task), &[node("n2id", "ready")]);
         assert_eq!(
             c.names.clone().unwrap(),
@@ -1176,6 +1189,7 @@ mod tests {
         })
         .unwrap();
         assert!(server.running());
+        assert_eq!(server.pid, Some(4242), "the PID on its node, for -p");
         assert_eq!(server.host_port, Some(30001));
         assert_eq!(server.place.unwrap().address, "10.1.2.3");
     }
