@@ -620,11 +620,14 @@ fn a_stack_file_deploys_the_servers_start_would_make() {
 
     // A client of the stack's server for the other release.
     let s = servers.iter().find(|s| s.release == other).unwrap();
-    compile_through(
-        &env.path("client"),
-        s,
-        "stacked",
-        "probe timer.s(1) { exit() }",
+    // A script nobody here wrote: systemtap's own lwtools/execsnoop-nd, whose .meta check is
+    // `stap -p4 execsnoop-nd.stp`.
+    let examples = common::prerequisite_dir("examples", "systemtap's example scripts");
+    let script = std::fs::read_to_string(examples.join("lwtools/execsnoop-nd.stp")).unwrap();
+    let took = compile_through(&env.path("client"), s, "execsnoop_nd", &script);
+    eprintln!(
+        "lwtools/execsnoop-nd compiled through the stack's server in {:.1} s",
+        took.as_secs_f64()
     );
 
     lab.expect(0, &["stack", "rm", &stack]);
