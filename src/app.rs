@@ -111,16 +111,13 @@ async fn service(action: Action, opts: &[Opt], json: bool, cleanup: Cleanup) -> 
     // On a swarm, what the nodes have stands for this host's trees (`-i`, `-r`, `-a`).
     let all = opts.iter().any(|o| matches!(o, Opt::AllReleases));
     if exec.engine.swarm().is_some() && (action.starts() || all) {
-        let image = exec.settings.global.default_image();
-        image::ensure(&exec.engine, &image).await?;
-        let inventory = crate::swarm::survey(&exec.engine, &image, &tenant).await?;
+        let inventory = survey(&exec.engine, &mut exec.settings).await?;
         for (node, seconds) in &inventory.shipped {
             exec.report.log(&format!(
-                "image {image} shipped to swarm node {node} in {seconds:.1} s"
+                "image {} shipped to swarm node {node} in {seconds:.1} s",
+                exec.settings.global.default_image()
             ));
         }
-        exec.settings.host.installed = inventory.installed();
-        exec.settings.host.trees = inventory.arches();
         exec.inventory = Some(inventory);
     }
     let s = &exec.settings;
@@ -230,6 +227,20 @@ async fn compose(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Resul
     Ok(Exit::Success)
 }
 
+/// A swarm's nodes and their trees, which then stand for this host's (`-i`, `-r`, `-a`): the
+/// image made on the manager's engine if missing, and shipped to the nodes by the survey.
+async fn survey(
+    engine: &Engine,
+    settings: &mut settings::Settings,
+) -> Result<crate::swarm::Inventory> {
+    let image = settings.global.default_image();
+    image::ensure(engine, &image).await?;
+    let inventory = crate::swarm::survey(engine, &image, &settings.tenant()).await?;
+    settings.host.installed = inventory.installed();
+    settings.host.trees = inventory.arches();
+    Ok(inventory)
+}
+
 /// The servers `start` would make of `opts`, for a file that describes them.
 fn wanted(
     opts: &[Opt],
@@ -284,11 +295,7 @@ async fn stack(opts: &[Opt], output: Option<&Path>, cleanup: Cleanup) -> Result<
     let tenant = settings.tenant();
     let observed = engine.servers(&tenant).await?;
     settings.survey_running(&observed);
-    let image = settings.global.default_image();
-    image::ensure(&engine, &image).await?;
-    let inventory = crate::swarm::survey(&engine, &image, &tenant).await?;
-    settings.host.installed = inventory.installed();
-    settings.host.trees = inventory.arches();
+    let inventory = survey(&engine, &mut settings).await?;
     let wanted = wanted(opts, &settings, &observed)?;
     let prepared = host::prepare_on_swarm(
         wanted.iter().map(|s| (s, None)),

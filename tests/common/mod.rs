@@ -337,6 +337,27 @@ pub fn serial(status: &str) -> String {
         .to_string()
 }
 
+/// The host engine's containers (one line each, as `container_format` writes them), volumes
+/// and networks that `label` (a `label=KEY=VALUE` filter) selects.
+pub fn labelled(label: &str, container_format: &str) -> Vec<String> {
+    let mut all: Vec<String> = lines(&docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        label,
+        "--format",
+        container_format,
+    ]));
+    for kind in ["volume", "network"] {
+        all.extend(
+            lines(&docker(&[kind, "ls", "-q", "--filter", label]))
+                .into_iter()
+                .map(|n| format!("{kind} {n}")),
+        );
+    }
+    all
+}
+
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
@@ -441,21 +462,7 @@ impl Env {
     /// nothing was made, removed, started or stopped in between.
     pub fn snapshot(&self) -> Vec<String> {
         let label = format!("label=io.stap-server.tenant={}", self.tenant);
-        let mut all: Vec<String> = lines(&docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &label,
-            "--format",
-            "container {{.ID}} {{.Names}} {{.State}}",
-        ]));
-        for kind in ["volume", "network"] {
-            all.extend(
-                lines(&docker(&[kind, "ls", "-q", "--filter", &label]))
-                    .into_iter()
-                    .map(|n| format!("{kind} {n}")),
-            );
-        }
+        let mut all = labelled(&label, "container {{.ID}} {{.Names}} {{.State}}");
         if let Ok(dir) = std::fs::read_dir(self.path("avahi")) {
             all.extend(
                 dir.flatten()

@@ -644,21 +644,7 @@ fn remove_lab(name: &str) {
 /// modules directory, one line each: empty once the lab is gone.
 pub fn remains(name: &str) -> Vec<String> {
     let label = format!("label={LAB_NAME}={name}");
-    let mut all: Vec<String> = lines(&docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        &label,
-        "--format",
-        "container {{.Names}}",
-    ]));
-    for kind in ["volume", "network"] {
-        all.extend(
-            lines(&docker(&[kind, "ls", "-q", "--filter", &label]))
-                .into_iter()
-                .map(|n| format!("{kind} {n}")),
-        );
-    }
+    let mut all = super::labelled(&label, "container {{.Names}}");
     let modules = std::env::temp_dir().join(format!("{name}-modules"));
     if modules.exists() {
         all.push(format!("directory {}", modules.display()));
