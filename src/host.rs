@@ -210,7 +210,7 @@ fn port_free(port: u16) -> Result<()> {
 }
 
 /// This host's name, as `hostname` prints it; empty when it cannot be read.
-fn host_name() -> String {
+pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()

@@ -35,6 +35,12 @@ pub const SWARM_ADDRESS: &str = "io.stap-server.swarm.address";
 pub const SWARM_REASON: &str = "io.stap-server.swarm.reason";
 /// The PID of a swarm server's process on its node.
 pub const SWARM_PID: &str = "io.stap-server.swarm.pid";
+/// On a survey of a swarm's nodes (a job service): the host and process that made it, and
+/// when (seconds since the epoch, that host's clock), so that a survey whose maker died
+/// before removing it can be told from one that still runs.
+pub const SURVEY_HOST: &str = "io.stap-server.survey.host";
+pub const SURVEY_PID: &str = "io.stap-server.survey.pid";
+pub const SURVEY_STARTED: &str = "io.stap-server.survey.started";
 
 /// Label filters that select a tenant's servers (for list calls and events).
 pub fn tenant_filter(tenant: &str) -> HashMap<String, Vec<String>> {

@@ -30,6 +30,11 @@ const HOST_ROOT: &str = "/host";
 /// How long the survey may take on every node together.
 const SURVEY_LIMIT: Duration = Duration::from_secs(180);
 
+/// The age past which a survey job is stale whoever made it: well beyond [`SURVEY_LIMIT`],
+/// so that only a survey whose maker died (on another host, or with its PID reused) is left
+/// that long.
+const SURVEY_STALE: Duration = Duration::from_secs(3600);
+
 /// The survey, run by the node's own bash inside `chroot /host`. Each line:
 /// `stap-server-tree NODE RELEASE KEY VALUE`, tab-separated.
 const SURVEY: &str = r#"set -u
@@ -201,13 +206,100 @@ impl Inventory {
     }
 }
 
+/// Who made a survey job, and when: this host's name, this process, now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Maker {
+    pub host: String,
+    pub pid: u32,
+    /// Seconds since the epoch.
+    pub started: u64,
+}
+
+impl Maker {
+    fn here() -> Maker {
+        Maker {
+            host: crate::host::host_name(),
+            pid: std::process::id(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether a survey job with `labels` is a leftover to remove (pure): one made on `here.host`
+/// by a process that no longer runs (`alive` says), or, whoever made it, one older than
+/// [`SURVEY_STALE`] at `here.started`. A service without a survey's labels is never one.
+pub fn stale_survey(
+    labels: &std::collections::HashMap<String, String>,
+    here: &Maker,
+    alive: impl Fn(u32) -> bool,
+) -> bool {
+    let Some(pid) = labels
+        .get(labels::SURVEY_PID)
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let host = labels.get(labels::SURVEY_HOST).map(String::as_str);
+    let dead_here = !here.host.is_empty() && host == Some(here.host.as_str()) && !alive(pid);
+    let old = labels
+        .get(labels::SURVEY_STARTED)
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|s| here.started.saturating_sub(s) > SURVEY_STALE.as_secs());
+    dead_here || old
+}
+
+/// Removes the tenant's survey jobs that [`stale_survey`] calls leftovers (a manager killed
+/// mid-survey leaves its job behind). Only services with our ownership labels, the tenant's
+/// and a survey's labels are looked at. Best effort: a failure is logged, the survey goes on.
+async fn remove_stale_surveys(swarm: &crate::engine::swarm::Swarm, tenant: &str, here: &Maker) {
+    let filter = vec![
+        format!("{}=true", labels::MANAGED),
+        format!("{}={tenant}", labels::TENANT),
+        labels::SURVEY_PID.to_string(),
+    ];
+    let services = match swarm.services_labelled(filter).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list earlier surveys");
+            return;
+        }
+    };
+    let alive = |pid: u32| Path::new("/proc").join(pid.to_string()).exists();
+    for service in services {
+        let spec = service.spec.unwrap_or_default();
+        let labels = spec.labels.unwrap_or_default();
+        let (Some(id), true) = (service.id, stale_survey(&labels, here, alive)) else {
+            continue;
+        };
+        let name = spec.name.unwrap_or_default();
+        match swarm.remove_service(&id).await {
+            Ok(()) => tracing::info!(service = %name, "removed a survey left behind"),
+            Err(e) => {
+                tracing::warn!(service = %name, error = %e, "cannot remove a survey left behind")
+            }
+        }
+    }
+}
+
 /// The global job that surveys every node (pure).
-pub fn survey_spec(name: &str, image: &str, tenant: &str) -> ServiceSpec {
+pub fn survey_spec(name: &str, image: &str, tenant: &str, maker: &Maker) -> ServiceSpec {
     let labels: std::collections::HashMap<String, String> =
         labels::ownership(tenant, "cli").into_iter().collect();
+    let mut service_labels = labels.clone();
+    service_labels.extend([
+        (labels::SURVEY_HOST.to_string(), maker.host.clone()),
+        (labels::SURVEY_PID.to_string(), maker.pid.to_string()),
+        (
+            labels::SURVEY_STARTED.to_string(),
+            maker.started.to_string(),
+        ),
+    ]);
     ServiceSpec {
         name: Some(name.into()),
-        labels: Some(labels.clone()),
+        labels: Some(service_labels),
         task_template: Some(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(image.into()),
@@ -268,9 +360,11 @@ pub async fn survey(engine: &Engine, image: &str, tenant: &str) -> Result<Invent
             shipped.push((node.hostname.clone(), seconds));
         }
     }
-    let name = format!("stap-server-survey-{}", std::process::id());
+    let maker = Maker::here();
+    remove_stale_surveys(swarm, tenant, &maker).await;
+    let name = format!("stap-server-survey-{}", maker.pid);
     let id = swarm
-        .create_service(survey_spec(&name, image, tenant))
+        .create_service(survey_spec(&name, image, tenant, &maker))
         .await?;
     let ran = async {
         let tasks = swarm.job_done(&id, usable.len(), SURVEY_LIMIT).await?;
@@ -395,7 +489,18 @@ stap-server-survey-done n1
 
     #[test]
     fn the_survey_job_runs_once_per_node_reading_the_root_read_only() {
-        let s = survey_spec("stap-server-survey-1", "img:1", "t");
+        let maker = Maker {
+            host: "h".into(),
+            pid: 1,
+            started: 100,
+        };
+        let s = survey_spec("stap-server-survey-1", "img:1", "t", &maker);
+        let l = s.labels.clone().unwrap();
+        assert_eq!(
+            (&l[labels::SURVEY_HOST][..], &l[labels::SURVEY_PID][..]),
+            ("h", "1")
+        );
+        assert_eq!(l[labels::SURVEY_STARTED], "100");
         let mode = s.mode.unwrap();
         assert!(mode.global_job.is_some() && mode.replicated.is_none());
         let c = s.task_template.unwrap().container_spec.unwrap();
@@ -407,5 +512,43 @@ stap-server-survey-done n1
             c.labels.unwrap().get(labels::TENANT).map(String::as_str),
             Some("t")
         );
+    }
+
+    #[test]
+    fn a_survey_is_stale_once_its_maker_here_is_gone_or_it_is_long_past_its_limit() {
+        let here = Maker {
+            host: "mgr".into(),
+            pid: 10,
+            started: 100_000,
+        };
+        let survey = |host: &str, pid: &str, started: u64| {
+            std::collections::HashMap::from([
+                (labels::SURVEY_HOST.to_string(), host.to_string()),
+                (labels::SURVEY_PID.to_string(), pid.to_string()),
+                (labels::SURVEY_STARTED.to_string(), started.to_string()),
+            ])
+        };
+        let alive = |pid: u32| pid == 7;
+        // Made here by a process that is gone: stale, however recent.
+        assert!(stale_survey(&survey("mgr", "8", 99_990), &here, alive));
+        // Made here by a process that runs: a survey under way.
+        assert!(!stale_survey(&survey("mgr", "7", 99_990), &here, alive));
+        // Made on another host: its process cannot be seen from here; left alone until it
+        // is well past the survey's limit.
+        assert!(!stale_survey(&survey("other", "8", 99_990), &here, alive));
+        let old = here.started - SURVEY_STALE.as_secs() - 1;
+        assert!(SURVEY_STALE > SURVEY_LIMIT * 10);
+        assert!(stale_survey(&survey("other", "8", old), &here, alive));
+        assert!(stale_survey(&survey("mgr", "7", old), &here, alive));
+        // Not a survey's labels (a server of the tenant): never.
+        let server =
+            std::collections::HashMap::from([(labels::MANAGED.to_string(), "true".to_string())]);
+        assert!(!stale_survey(&server, &here, |_| false));
+        // A host that cannot name itself recognises no process as its own.
+        let nameless = Maker {
+            host: String::new(),
+            ..here.clone()
+        };
+        assert!(!stale_survey(&survey("", "8", 99_990), &nameless, alive));
     }
 }

@@ -180,6 +180,20 @@ impl Swarm {
         Ok(Some(took))
     }
 
+    /// The services that carry every one of `labels` (`KEY=VALUE` or `KEY`).
+    pub async fn services_labelled(
+        &self,
+        labels: Vec<String>,
+    ) -> std::result::Result<Vec<bollard::models::Service>, EngineError> {
+        let options = ListServicesOptionsBuilder::default()
+            .filters(&HashMap::from([("label".to_string(), labels)]))
+            .build();
+        self.docker()
+            .list_services(Some(options))
+            .await
+            .map_err(failed(Op::List("services".into())))
+    }
+
     /// The tasks of one service, newest first.
     async fn tasks(&self, service: &str) -> std::result::Result<Vec<Task>, EngineError> {
         self.tasks_of(vec![service], Op::Inspect(service.into()))
