@@ -77,24 +77,48 @@ pub fn advert(server: &Server, version: &str, certinfo: &str) -> Option<Advert> 
 /// The longest instance name avahi publishes: one DNS label, in bytes.
 const NAME_MAX: usize = 63;
 
+/// What the part after the host's name of a server's instance name keeps, at least, with
+/// avahi's `%h` for the host's name; and what it keeps when the host's name, too long for
+/// that, is written out and cut.
+const WHICH_MIN: usize = 8;
+const WHICH_KEEP: usize = 20;
+
 /// A server's instance name: `Systemtap Compile Server on HOST WHICH` (its nickname, else
 /// its release), with its arch after it when that is not the host's, so that a native server
 /// and its cross sibling of one nickname never share a name. Two records of one name are
 /// renamed by avahi as it loads them, and a client resolving that name meanwhile can pair
-/// one server's port with the other's TXT records (its arch). The part after the host's
-/// name is cut to what fits in one label once avahi puts the host's name in.
+/// one server's port with the other's TXT records (its arch). The whole must fit in one label
+/// once avahi puts the host's name in (avahi refuses a longer name, and the server goes
+/// unadvertised): the part after the host's name is cut to what fits; where the host's name
+/// leaves less than [`WHICH_MIN`] bytes of it, the name carries the host's name itself
+/// instead of avahi's `%h`, cut in its middle (`start~end`: hosts of one cluster often
+/// differ at the end) to leave [`WHICH_KEEP`] bytes.
 pub fn service_name(which: &str, arch: &str, host_arch: &str, host: &str) -> String {
-    const LEAD: &str = "Systemtap Compile Server on %h ";
+    const LEAD: &str = "Systemtap Compile Server on ";
     let tail = if arch == host_arch {
         String::new()
     } else {
         format!(" {arch}")
     };
+    let suffix = |room: usize| {
+        let s = format!("{}{tail}", cut(which, room.saturating_sub(tail.len())));
+        cut(&s, room).to_string()
+    };
     let host = host.split('.').next().unwrap_or_default();
-    let room = NAME_MAX.saturating_sub(LEAD.len() - 2 + host.len());
-    let mut suffix = format!("{}{tail}", cut(which, room.saturating_sub(tail.len())));
-    suffix = cut(&suffix, room).to_string();
-    format!("{LEAD}{suffix}")
+    // The host's name and the part after it, with the space between them.
+    let room = NAME_MAX - LEAD.len() - 1;
+    let want = which.len() + tail.len();
+    if host.len() + want.min(WHICH_MIN) <= room {
+        return format!("{LEAD}%h {}", suffix(room - host.len()));
+    }
+    let after = suffix(want.min(WHICH_KEEP));
+    let fits = room - after.len();
+    let head = cut(host, (fits - 1) / 2);
+    let end = host.len() - (fits - 1 - head.len());
+    let end = (end..=host.len())
+        .find(|&i| host.is_char_boundary(i))
+        .unwrap_or(host.len());
+    format!("{LEAD}{head}~{} {after}", &host[end..])
 }
 
 /// The longest start of `text` of at most `bytes` bytes.
@@ -554,8 +578,24 @@ mod tests {
         let long = name("6.1.0-57-amd64", "powerpc", host);
         assert_eq!(long.replace("%h", host).len(), NAME_MAX, "{long}");
         assert!(long.ends_with(" 6.1 powerpc"), "{long}");
-        let huge = name("x", "arm64", &"h".repeat(80));
-        assert_eq!(huge, "Systemtap Compile Server on %h ");
+        // A host's name that leaves too little room: the name carries it, cut in its middle.
+        let host = "stap-lab-9778-1796679345270831031-2";
+        let cut = name("6.1.0-57-amd64-lab", "x86_64", host);
+        assert_eq!(
+            cut,
+            "Systemtap Compile Server on stap-la~831031-2 6.1.0-57-amd64-lab"
+        );
+        assert_eq!(cut.len(), NAME_MAX, "{cut}");
+        let hs = "h".repeat(80);
+        let huge = name("a-nickname-longer-than-twenty", "arm64", &hs);
+        assert_eq!(huge.len(), NAME_MAX, "{huge}");
+        assert!(huge.ends_with("h~hhhhhhh a-nickname-lon arm64"), "{huge}");
+        let single = name("x", "x86_64", &hs);
+        assert_eq!(single.len(), NAME_MAX, "{single}");
+        assert!(
+            !single.contains("%h") && single.ends_with("h x"),
+            "{single}"
+        );
     }
 
     #[test]
