@@ -16,9 +16,11 @@
 #    uses; for the cross-architecture tests. Their /lib/modules links are left out: the host's
 #    modules directory keeps only the trees of installed packages.
 #  - the image of the swarm lab's nodes (tests/common/swarm.rs), stap-server-test-node:bookworm:
-#    Debian bookworm with docker.io, whose root filesystem mmdebstrap makes from the host's own
-#    apt sources (kept in the cache as swarm-node-bookworm.tar, about 400 MB), imported, with
-#    tests/swarm-node/entrypoint on top; made again when that entrypoint changes.
+#    Debian bookworm with docker.io, and avahi-daemon, avahi-utils and dbus (each node runs
+#    the announcer, and avahi, as an admin's nodes would), whose root filesystem mmdebstrap
+#    makes from the host's own apt sources (kept in the cache as
+#    swarm-node-bookworm-avahi.tar, about 400 MB), imported, with tests/swarm-node/entrypoint
+#    on top; made again when that entrypoint or the root filesystem changes.
 # Downloads are verified by apt as usual; they run as root into the cache, which apt warns of.
 set -euo pipefail
 cache=${STAP_TEST_CACHE:-/var/cache/stap-server-tests}
@@ -158,14 +160,20 @@ fi
 # host's apt sources and imported; a build adds the entrypoint. The image carries the
 # entrypoint's checksum, which the lab compares with the repository's, so a changed entrypoint
 # makes the image again (from the imported root filesystem, or else the cached tar).
+# The root filesystem's name says what it holds: a change of --include below gets a new name
+# (tar and image), so a cache of the former one is never reused.
 node_image=stap-server-test-node:bookworm
-node_rootfs=stap-server-test-node-rootfs:bookworm
+node_rootfs=stap-server-test-node-rootfs:bookworm-avahi
 node_entrypoint=$(cd "$(dirname "$0")/.." && pwd)/tests/swarm-node/entrypoint
 node_sum=$(sha256sum < "$node_entrypoint" | cut -d' ' -f1)
-node_have=$(docker image inspect --format '{{index .Config.Labels "io.stap-server.test.entrypoint"}}' \
+node_have=$(docker image inspect \
+  --format '{{index .Config.Labels "io.stap-server.test.entrypoint"}} {{index .Config.Labels "io.stap-server.test.rootfs"}}' \
   "$node_image" 2>/dev/null || true)
-if [ "$node_have" != "$node_sum" ]; then
-  node_tar=$cache/swarm-node-bookworm.tar
+if [ "$node_have" != "$node_sum $node_rootfs" ]; then
+  node_tar=$cache/swarm-node-bookworm-avahi.tar
+  # Former root filesystems (without avahi): no longer used.
+  rm -f "$cache/swarm-node-bookworm.tar"
+  docker rmi stap-server-test-node-rootfs:bookworm >/dev/null 2>&1 || true
   if ! docker image inspect "$node_rootfs" >/dev/null 2>&1; then
     if [ ! -s "$node_tar" ]; then
       echo "stap-server tests: making the swarm node's root filesystem (mmdebstrap, about 70 s, once)" >&2
@@ -174,7 +182,7 @@ if [ "$node_have" != "$node_sum" ]; then
         [ -s "$f" ] && node_sources+=("$f")
       done
       mmdebstrap --variant=minbase --format=tar \
-        --include=docker.io,iproute2,ca-certificates,procps \
+        --include=docker.io,iproute2,ca-certificates,procps,avahi-daemon,avahi-utils,dbus \
         --aptopt='Acquire::Check-Valid-Until "false"' \
         --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -191,7 +199,7 @@ if [ "$node_have" != "$node_sum" ]; then
   cat > "$node_context/Dockerfile" <<EOF
 FROM $node_rootfs
 COPY entrypoint /usr/local/sbin/stap-server-test-node
-LABEL io.stap-server.test=node io.stap-server.test.entrypoint=$node_sum
+LABEL io.stap-server.test=node io.stap-server.test.entrypoint=$node_sum io.stap-server.test.rootfs=$node_rootfs
 ENTRYPOINT ["/usr/local/sbin/stap-server-test-node"]
 EOF
   node_old=$(docker image inspect --format '{{.Id}}' "$node_image" 2>/dev/null || true)

@@ -208,6 +208,8 @@ struct Placed {
     serial: String,
     /// The server's PID on its node.
     pid: Option<u32>,
+    /// What `-n` shows: its nickname, else its PID.
+    nick: String,
 }
 
 /// The servers `status` shows running on a swarm, with the serial line under each.
@@ -224,12 +226,15 @@ fn placed(status: &str) -> Vec<Placed> {
         let pid = running
             .strip_prefix(" as PID ")
             .and_then(|p| p.trim().parse().ok());
-        let release = opts
-            .split("-r \"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_default()
-            .to_string();
+        // The value of option `flag` in the classic option string.
+        let value = |flag: &str| {
+            opts.split(&format!("{flag} \""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (release, nick) = (value("-r"), value("-n"));
         let (node, rest) = place.split_once(" (").expect("node (address)");
         // Running, with no port yet: the swarm has not reported it.
         let Some((address, rest)) = rest.split_once(") port ") else {
@@ -247,6 +252,7 @@ fn placed(status: &str) -> Vec<Placed> {
             port: rest.trim().parse().expect("a port"),
             serial,
             pid,
+            nick,
         });
     }
     found.sort_by(|a, b| a.release.cmp(&b.release));
@@ -322,6 +328,51 @@ fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
     let other = format!("{release}-lab");
     load_image(&lab);
 
+    // Survey jobs a manager killed mid-survey left behind: this tenant's, made on this host
+    // by a process that is gone, is removed by the next survey; another tenant's (ours
+    // otherwise) is left alone. No replicas: they only have to exist.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id().to_string();
+    gone.wait().unwrap();
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let left_survey = format!("stap-server-survey-{gone_pid}");
+    let foreign_survey = format!("{}-x-survey", env.tenant);
+    for (name, tenant) in [
+        (&left_survey, env.tenant.clone()),
+        (&foreign_survey, format!("{}-x", env.tenant)),
+    ] {
+        lab.expect(
+            0,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--no-resolve-image",
+                "--replicas",
+                "0",
+                "--name",
+                name,
+                "--label",
+                "io.stap-server.managed=true",
+                "--label",
+                &format!("io.stap-server.tenant={tenant}"),
+                "--label",
+                &format!("io.stap-server.survey.host={}", here.trim()),
+                "--label",
+                &format!("io.stap-server.survey.pid={gone_pid}"),
+                "--label",
+                &format!("io.stap-server.survey.started={now}"),
+                &common::image(),
+                "true",
+            ],
+        );
+    }
+
     let started = Instant::now();
     let out = env.run_env(&["start", "-i"], &dh);
     let took = started.elapsed();
@@ -335,6 +386,17 @@ fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
     for line in log.lines().filter(|l| l.contains("shipped")) {
         eprintln!("{line}");
     }
+
+    let names = lab.expect(0, &["service", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !names.lines().any(|l| l == left_survey),
+        "the survey left behind is removed: {names}"
+    );
+    assert!(
+        names.lines().any(|l| l == foreign_survey),
+        "another tenant's survey stays: {names}"
+    );
+    lab.expect(0, &["service", "rm", &foreign_survey]);
 
     let status = env.expect_env(&["status"], &dh, 0);
     let servers = placed(&status);
@@ -385,6 +447,76 @@ fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
         );
     }
 
+    // Each node runs the announcer as the packaged unit does (`stap-server announce`, its own
+    // engine, its own avahi-daemon), and advertises the servers whose tasks run there from
+    // its own address: the manager's avahi sees node 2's server at node 2's address and port,
+    // node 3's at node 3's, and nothing else.
+    for i in 0..3 {
+        lab.start_avahi(i);
+    }
+    for i in [1, 2] {
+        lab.copy_to(
+            i,
+            std::path::Path::new(env!("CARGO_BIN_EXE_stap-server")),
+            "/usr/local/bin/stap-server",
+        );
+        lab.expect_exec_detached(
+            i,
+            &format!(
+                "mkdir -p /etc/sysconfig && echo TENANT={} > /etc/sysconfig/stap-server && \
+                 exec stap-server announce > /var/log/stap-server-announce.log 2>&1",
+                env.tenant
+            ),
+        );
+    }
+    let want: Vec<(String, u16)> = [&native, &lab_tree]
+        .iter()
+        .map(|s| (s.address.clone(), s.port))
+        .collect();
+    let browsed = Instant::now();
+    let seen = loop {
+        let seen = lab.browse(0, "_stap._tcp");
+        let pairs: Vec<(String, u16)> = seen.iter().map(|r| (r.address.clone(), r.port)).collect();
+        if pairs == want || browsed.elapsed() > Duration::from_secs(30) {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let logs: Vec<String> = [1, 2]
+        .iter()
+        .map(|&i| {
+            text(&lab.exec(
+                i,
+                &[
+                    "sh",
+                    "-c",
+                    "cat /var/log/stap-server-announce.log; ls /etc/avahi/services",
+                ],
+            ))
+        })
+        .collect();
+    assert_eq!(
+        seen.iter()
+            .map(|r| (r.address.clone(), r.port))
+            .collect::<Vec<_>>(),
+        want,
+        "avahi-browse on the manager: {seen:#?}\nthe nodes' announcers: {logs:#?}"
+    );
+    for (r, (i, s)) in seen.iter().zip([(1, &native), (2, &lab_tree)]) {
+        assert!(
+            r.host.starts_with(&lab.nodes[i].name)
+                && r.txt.contains(&format!("sysinfo={} ", s.release))
+                && r.txt
+                    .contains(&format!("certinfo={}", s.serial.to_lowercase())),
+            "node {}'s advertisement of {s:?}: {r:?}",
+            i + 1
+        );
+    }
+    eprintln!(
+        "both nodes' servers browsed from the manager {:.1} s after their announcers started",
+        browsed.elapsed().as_secs_f64()
+    );
+
     // The stock client compiles a tracepoint script through each, by node address and port.
     for s in &servers {
         let took = compile_through(
@@ -399,31 +531,6 @@ fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
             s.port,
             s.node,
             took.as_secs_f64()
-        );
-    }
-
-    // Each node's announcer (`stap-server announce`, reading that node's own engine) writes
-    // the service files of the servers whose tasks run there, and only those.
-    for (i, s) in [(1, &native), (2, &lab_tree)] {
-        let engine = format!("tcp://{}:2375", lab.nodes[i].ip);
-        let out = env.run_env(&["announce", "--once"], &[("DOCKER_HOST", engine.as_str())]);
-        assert!(
-            out.status.success(),
-            "announce on node {}: {}",
-            i + 1,
-            text(&out)
-        );
-        let files: Vec<String> = std::fs::read_dir(env.path("avahi"))
-            .unwrap()
-            .flatten()
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .collect();
-        assert_eq!(files.len(), 1, "node {}'s servers only: {files:?}", i + 1);
-        assert!(
-            files[0].contains(&format!("<port>{}</port>", s.port)) && files[0].contains(&s.release),
-            "node {}'s advertisement of {s:?}: {}",
-            i + 1,
-            files[0]
         );
     }
 
@@ -505,6 +612,62 @@ fn start_i_on_a_swarm_serves_each_nodes_tree_to_the_stock_client() {
     env.expect_env(&["condrestart"], &dh, 0);
     let status = wait_running(&env, &dh, 2, Duration::from_secs(60));
     assert_eq!(placed(&status).len(), 2, "condrestart:\n{status}");
+
+    // -n: a server of the configuration by its nickname, acted on alone.
+    let nick_conf = env.path("conf.d/lab.conf");
+    std::fs::write(&nick_conf, format!("NICKNAME=labnick\nRELEASE={other}\n")).unwrap();
+    env.expect_env(&["start", "-n", "labnick"], &dh, 0);
+    let status = wait_running(&env, &dh, 3, Duration::from_secs(60));
+    let before = placed(&status);
+    assert_eq!(
+        before.len(),
+        3,
+        "start -n labnick adds one server:\n{status}"
+    );
+    let by_nick = env.expect_env(&["status", "-n", "labnick"], &dh, 0);
+    let nicked = placed(&by_nick);
+    assert!(
+        nicked.len() == 1
+            && nicked[0].nick == "labnick"
+            && nicked[0].release == other
+            && nicked[0].node == lab.nodes[2].name,
+        "status -n labnick: that server only, on the node of its tree:\n{by_nick}"
+    );
+    let unknown = env.run_env(&["status", "-n", "nosuch"], &dh);
+    assert!(
+        !unknown.status.success() && text(&unknown).contains("'nosuch'"),
+        "status -n nosuch: {}",
+        text(&unknown)
+    );
+    env.expect_env(&["restart", "-n", "labnick"], &dh, 0);
+    let status = wait_running(&env, &dh, 3, Duration::from_secs(60));
+    let after = placed(&status);
+    for s in &before {
+        let now = after
+            .iter()
+            .find(|a| a.nick == s.nick || (s.nick != "labnick" && a.pid == s.pid))
+            .unwrap_or_else(|| panic!("{s:?} after restart -n labnick:\n{status}"));
+        if s.nick == "labnick" {
+            assert!(
+                now.pid != s.pid && now.node == s.node && now.serial == s.serial,
+                "restarted on its node with its certificate: {s:?} -> {now:?}"
+            );
+        } else {
+            assert_eq!(
+                (&now.release, now.port),
+                (&s.release, s.port),
+                "untouched by restart -n labnick:\n{status}"
+            );
+        }
+    }
+    env.expect_env(&["stop", "-n", "labnick"], &dh, 0);
+    let status = wait_running(&env, &dh, 2, Duration::from_secs(60));
+    let left = placed(&status);
+    assert!(
+        left.len() == 2 && left.iter().all(|s| s.nick != "labnick"),
+        "stop -n labnick stops it alone:\n{status}"
+    );
+    std::fs::remove_file(&nick_conf).unwrap();
 
     // Another tenant's service on the same swarm, untouched by this tenant's stop.
     let other_tenant = format!("{}-other", env.tenant);

@@ -76,6 +76,35 @@ pub struct Node {
     pub release: Option<String>,
 }
 
+/// A service as `avahi-browse -rp` resolves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The instance name, as avahi-browse prints it (a space is `\032`).
+    pub name: String,
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    /// The TXT records, each in its quotes.
+    pub txt: String,
+}
+
+impl Resolved {
+    /// One `=;IFACE;PROTO;NAME;TYPE;DOMAIN;HOST;ADDRESS;PORT;TXT` line.
+    fn parse(line: &str) -> Option<Resolved> {
+        let f: Vec<&str> = line.splitn(10, ';').collect();
+        if f.len() < 9 || f[0] != "=" {
+            return None;
+        }
+        Some(Resolved {
+            name: f[3].into(),
+            host: f[6].into(),
+            address: f[7].into(),
+            port: f[8].parse().ok()?,
+            txt: f.get(9).copied().unwrap_or_default().into(),
+        })
+    }
+}
+
 /// A node's state as the manager sees it (`docker node ls`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeStatus {
@@ -190,6 +219,18 @@ impl Lab {
         let mut all = vec!["exec", self.nodes[i].name.as_str()];
         all.extend(args);
         docker(&all)
+    }
+
+    /// Starts `script` (sh) in node `i`'s container in the background, where it runs until
+    /// it ends or the node stops.
+    pub fn expect_exec_detached(&self, i: usize, script: &str) {
+        let out = docker(&["exec", "-d", &self.nodes[i].name, "sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "exec in {}: {}",
+            self.nodes[i].name,
+            text(&out)
+        );
     }
 
     /// Every node the manager knows, as `(host name, status)`: `Ready`, `Down`, `Unknown`.
@@ -327,6 +368,73 @@ impl Lab {
         BUSYBOX_IMAGE
     }
 
+    /// Copies the host's file `from` into node `i`'s container at `to` (the node runs the
+    /// host's programs as is: both are Debian bookworm).
+    pub fn copy_to(&self, i: usize, from: &Path, to: &str) {
+        let out = docker(&[
+            "cp",
+            &from.display().to_string(),
+            &format!("{}:{to}", self.nodes[i].name),
+        ]);
+        assert!(
+            out.status.success(),
+            "copy {} into {}: {}",
+            from.display(),
+            self.nodes[i].name,
+            text(&out)
+        );
+    }
+
+    /// Starts D-Bus and avahi-daemon in node `i`, as a machine of the swarm runs them, limited
+    /// to the node's interface on the lab's network (nothing is sent on any other, and the
+    /// lab's bridge reaches no other machine), IPv4 only; waits until avahi answers on its
+    /// socket. They end with the node.
+    pub fn start_avahi(&self, i: usize) {
+        let script = format!(
+            r#"set -eu
+iface=$(ip -o -4 addr show | awk -v ip={ip} '{{split($4, a, "/"); if (a[1] == ip) print $2}}')
+[ -n "$iface" ] || {{ echo "no interface holds {ip}"; ip -o -4 addr show; exit 1; }}
+conf=/etc/avahi/avahi-daemon.conf
+sed -i -E -e "s/^#?allow-interfaces=.*/allow-interfaces=$iface/" \
+  -e 's/^#?use-ipv6=.*/use-ipv6=no/' -e 's/^#?deny-interfaces=.*//' "$conf"
+grep -qx "allow-interfaces=$iface" "$conf"
+mkdir -p /run/dbus
+rm -f /run/dbus/pid /run/avahi-daemon/pid
+dbus-daemon --system --fork
+avahi-daemon -D
+for _ in $(seq 100); do [ -S /run/avahi-daemon/socket ] && exit 0; sleep 0.1; done
+echo "avahi-daemon does not answer"; exit 1
+"#,
+            ip = self.nodes[i].ip
+        );
+        let out = self.exec(i, &["sh", "-c", &script]);
+        assert!(
+            out.status.success(),
+            "avahi-daemon in {}: {}",
+            self.nodes[i].name,
+            text(&out)
+        );
+    }
+
+    /// The services of `kind` (`_stap._tcp`) that node `i`'s avahi-daemon sees on the lab's
+    /// network, resolved (`avahi-browse -rpt`), once each.
+    pub fn browse(&self, i: usize, kind: &str) -> Vec<Resolved> {
+        let out = self.exec(i, &["avahi-browse", "-rpt", kind]);
+        assert!(
+            out.status.success(),
+            "avahi-browse in {}: {}",
+            self.nodes[i].name,
+            text(&out)
+        );
+        let mut found: Vec<Resolved> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(Resolved::parse)
+            .collect();
+        found.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+        found.dedup();
+        found
+    }
+
     /// Each node container's memory use and process count (`docker stats`), one line each.
     pub fn usage(&self) -> Vec<String> {
         let mut args = vec![
@@ -426,6 +534,8 @@ impl Lab {
             "a *:* rwm",
             "-e",
             "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1",
+            "-e",
+            &format!("STAP_LAB_INSECURE_REGISTRY={}", self.subnet),
             "-v",
             &format!("{volume}:/var/lib/docker"),
             "--network",
