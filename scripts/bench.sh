@@ -4,10 +4,13 @@
 # ratios, measured side by side in one run.
 #
 #   scripts/bench.sh [start multi classic status requests compile warm concurrent fuse memory
-#                     image image-from-nothing]
+#                     image image-from-nothing swarm]
 #
 # No argument runs every section but image-from-nothing (which removes and rebuilds the
-# images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them).
+# images stap-server:latest and stap-server-rootfs:trixie, only when no container uses them)
+# and swarm (the image's distribution to the nodes of a swarm lab of three engines, over the
+# nodes' engine APIs against a registry of Debian's docker-registry, which it installs; the
+# lab's node image comes from scripts/test-prerequisites.sh).
 # BENCH_IMAGE names another image to run the servers from; BENCH_CONF adds lines to the global
 # file of every tenant it makes (`BENCH_CONF=CPUS=1` measures servers capped at one CPU).
 # Needs root, a running engine, the image stap-server:latest, the stap client, the user
@@ -587,6 +590,19 @@ if want image-from-nothing; then
     size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
     note "$(printf '%-44s %9s s, %s MB   goal <120 s, <450 MB' "image build from nothing" "$t" "$((size / 1000000))")"
   fi
+fi
+
+if want swarm; then
+  banner "h. image distribution on a swarm: engine API against a registry (one run)"
+  command -v docker-registry >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >/dev/null
+  # The test removes its lab, registry process, storage and images, also on failure.
+  STAP_TEST_IMAGE=$IMAGE cargo test --release --quiet --test swarm image_distribution_api_vs_registry \
+    -- --ignored --nocapture --test-threads 1 > "$W/swarm.out" 2>&1 || {
+    cat "$W/swarm.out" >&2
+    echo "bench.sh: the swarm section failed" >&2
+    exit 1
+  }
+  while IFS= read -r line; do note "$line"; done < <(grep -E '^(image distribution|engine API|registry:)' "$W/swarm.out")
 fi
 
 echo

@@ -798,3 +798,201 @@ fn a_stack_file_deploys_the_servers_start_would_make() {
     let services = lab.expect(0, &["service", "ls", "-q", "--filter", &label]);
     assert!(services.trim().is_empty(), "{services}");
 }
+
+/// A registry of Debian's `docker-registry` package run as a process of this host on the lab
+/// bridge's gateway address (no TLS, no auth; the nodes' engines take the lab's subnet as
+/// insecure), with its storage in a directory of its own. Dropping it ends the process and
+/// removes the directory with all that was pushed.
+struct Registry {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    /// `ADDRESS:PORT`, the prefix of its images' names.
+    addr: String,
+}
+
+impl Registry {
+    fn start(lab: &Lab) -> Registry {
+        common::require(
+            "docker-registry",
+            "Debian's docker-registry (scripts/bench.sh swarm installs it)",
+        );
+        let prefix = lab.subnet.rsplit_once('.').expect("a /24").0;
+        let gateway = format!("{prefix}.1");
+        let port = common::free_port();
+        let addr = format!("{gateway}:{port}");
+        let dir = std::env::temp_dir().join(format!("{}-registry", lab.name));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run docker-registry");
+        let registry = Registry { child, dir, addr };
+        let ip: std::net::Ipv4Addr = gateway.parse().unwrap();
+        let answer = common::swarm::http_get(ip, port, Duration::from_secs(30));
+        assert!(
+            answer.is_ok(),
+            "the registry on {}: {answer:?}\n{}",
+            registry.addr,
+            std::fs::read_to_string(registry.dir.join("log")).unwrap_or_default()
+        );
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes image `id` (every name of it) from node `i`'s engine.
+fn drop_image(lab: &Lab, i: usize, id: &str) {
+    lab.docker(i, &["rmi", "-f", id]);
+    assert!(
+        !lab.docker(i, &["image", "inspect", id]).status.success(),
+        "image {id} still on node {}",
+        i + 1
+    );
+}
+
+/// Runs `f` for each of `nodes` at once; how long until all had returned.
+fn at_once(nodes: &[usize], f: impl Fn(usize) + Sync) -> Duration {
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for &i in nodes {
+            let f = &f;
+            s.spawn(move || f(i));
+        }
+    });
+    started.elapsed()
+}
+
+/// How the image reaches the nodes: over each node's engine API (what `start` does: the
+/// manager's `GET /images/NAME/get` streamed into the node's `POST /images/load`) against a
+/// registry in the swarm (pushed once from the manager, pulled by each node), to one node
+/// and to two at once. Run by `scripts/bench.sh swarm`; prints a table.
+#[test]
+#[ignore = "a measurement: scripts/bench.sh swarm"]
+fn image_distribution_api_vs_registry() {
+    let lab = Lab::three();
+    load_image(&lab);
+    let image = common::image();
+    let id = lab
+        .expect(0, &["image", "inspect", "--format", "{{.Id}}", &image])
+        .trim()
+        .to_string();
+    let size = lab.expect(0, &["image", "inspect", "--format", "{{.Size}}", &image]);
+    let mb = size.trim().parse::<u64>().unwrap_or_default() / 1_000_000;
+    for i in [1, 2] {
+        drop_image(&lab, i, &id);
+    }
+
+    // Over the engine APIs, with the manager's own code, which connects to DOCKER_HOST: set
+    // for the connection only (the lab's own docker commands must reach this host's engine).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // SAFETY: no other thread of this test reads or writes the environment meanwhile.
+    unsafe { std::env::set_var("DOCKER_HOST", lab.manager()) };
+    let swarm = runtime.block_on(stap_server::engine::swarm::Swarm::connect(
+        lab.manager(),
+        common::swarm::ENGINE_PORT,
+    ));
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("DOCKER_HOST") };
+    let swarm = swarm.expect("the manager");
+    let ship = |targets: &[usize]| -> Duration {
+        runtime.block_on(async {
+            let nodes = swarm.nodes().await.expect("the nodes");
+            let wanted: Vec<_> = targets
+                .iter()
+                .map(|&i| {
+                    nodes
+                        .iter()
+                        .find(|n| n.id == lab.nodes[i].id)
+                        .expect("node listed")
+                        .clone()
+                })
+                .collect();
+            let started = Instant::now();
+            let shipped =
+                futures_util::future::join_all(wanted.iter().map(|n| swarm.ship_image(n, &image)))
+                    .await;
+            let took = started.elapsed();
+            for s in shipped {
+                assert!(matches!(s, Ok(Some(_))), "shipped, not found there: {s:?}");
+            }
+            took
+        })
+    };
+    let api_one = ship(&[1]);
+    drop_image(&lab, 1, &id);
+    let api_two = ship(&[1, 2]);
+    for i in [1, 2] {
+        drop_image(&lab, i, &id);
+    }
+
+    // Through a registry.
+    let registry = Registry::start(&lab);
+    let name = format!("{}/stap-server:distribution", registry.addr);
+    lab.expect(0, &["tag", &image, &name]);
+    let started = Instant::now();
+    lab.expect(0, &["push", &name]);
+    let push = started.elapsed();
+    let pull = |i: usize| {
+        lab.expect(i, &["pull", "-q", &name]);
+        let got = lab.expect(i, &["image", "inspect", "--format", "{{.Id}}", &name]);
+        assert_eq!(got.trim(), id, "node {} pulled the manager's image", i + 1);
+    };
+    let pull_one = at_once(&[1], pull);
+    drop_image(&lab, 1, &id);
+    let pull_two = at_once(&[1, 2], pull);
+    for i in [1, 2] {
+        drop_image(&lab, i, &id);
+    }
+    let storage = registry.dir.clone();
+    drop(registry);
+    assert!(!storage.exists(), "{} left behind", storage.display());
+
+    let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    let table = [
+        format!("image distribution ({image}, {mb} MB)      1 node    2 nodes at once"),
+        format!(
+            "engine API (manager save -> node load)  {:>8}  {:>8}",
+            s(api_one),
+            s(api_two)
+        ),
+        format!("registry: push once from the manager    {:>8}", s(push)),
+        format!(
+            "registry: pull                          {:>8}  {:>8}",
+            s(pull_one),
+            s(pull_two)
+        ),
+        format!(
+            "registry: push + pull                   {:>8}  {:>8}",
+            s(push + pull_one),
+            s(push + pull_two)
+        ),
+    ];
+    for line in table {
+        println!("{line}");
+    }
+    let name = lab.name.clone();
+    drop(lab);
+    let left = remains(&name);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
