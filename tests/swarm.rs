@@ -953,6 +953,16 @@ fn image_distribution_api_vs_registry() {
     let started = Instant::now();
     lab.expect(0, &["push", &name]);
     let push = started.elapsed();
+    // What a pull moves: the compressed layers the registry holds.
+    let du = std::process::Command::new("du")
+        .args(["-sm", &registry.dir.join("data").display().to_string()])
+        .output()
+        .unwrap();
+    let stored = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string();
     let pull = |i: usize| {
         lab.expect(i, &["pull", "-q", &name]);
         let got = lab.expect(i, &["image", "inspect", "--format", "{{.Id}}", &name]);
@@ -976,7 +986,10 @@ fn image_distribution_api_vs_registry() {
             s(api_one),
             s(api_two)
         ),
-        format!("registry: push once from the manager    {:>8}", s(push)),
+        format!(
+            "registry: push once from the manager    {:>8}   ({stored} MB stored, compressed)",
+            s(push)
+        ),
         format!(
             "registry: pull                          {:>8}  {:>8}",
             s(pull_one),
