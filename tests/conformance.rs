@@ -432,21 +432,23 @@ fn compare(
     )
 }
 
-/// The server container's peak memory use (its cgroup's, page cache included, which the
-/// kernel reclaims before the limit refuses memory) against its limit, in words.
-fn memory_peak(env: &Env) -> String {
+/// The server container's id and one of its limits (`HostConfig.FIELD`).
+fn server_limit(env: &Env, field: &str) -> (String, String) {
     let server = env
         .containers()
         .into_iter()
         .find(|n| !n.ends_with("-reference"))
         .expect("the server's container");
-    let inspect = text(&docker(&[
-        "inspect",
-        "-f",
-        "{{.Id}} {{.HostConfig.Memory}}",
-        &server,
-    ]));
+    let format = format!("{{{{.Id}}}} {{{{.HostConfig.{field}}}}}");
+    let inspect = text(&docker(&["inspect", "-f", &format, &server]));
     let (id, limit) = inspect.trim().split_once(' ').unwrap();
+    (id.to_string(), limit.to_string())
+}
+
+/// The server container's peak memory use (its cgroup's, page cache included, which the
+/// kernel reclaims before the limit refuses memory) against its limit, in words.
+fn memory_peak(env: &Env) -> String {
+    let (id, limit) = server_limit(env, "Memory");
     let mib = |bytes: u64| bytes >> 20;
     let peak = [
         format!("/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes"),
@@ -461,6 +463,75 @@ fn memory_peak(env: &Env) -> String {
             mib(limit.parse().unwrap_or(0))
         ),
         None => "server's memory peak: no cgroup of the container found here".into(),
+    }
+}
+
+/// The server container's task count, sampled while the examples compile: the peak seen, and
+/// how many times the kernel refused a fork for the pids limit (its cgroup's `pids.events`),
+/// which must stay 0: a default that makes a real script fail is a bug.
+struct Pids {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+    dir: PathBuf,
+    limit: String,
+}
+
+impl Pids {
+    fn watch(env: &Env) -> Pids {
+        let (id, limit) = server_limit(env, "PidsLimit");
+        let dir = [
+            format!("/sys/fs/cgroup/pids/docker/{id}"),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope"),
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("pids.current").is_file())
+        .unwrap_or_else(|| panic!("no pids cgroup of container {id} found here"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let (stop, current) = (stop.clone(), dir.join("pids.current"));
+            move || {
+                let mut peak = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(n) = std::fs::read_to_string(&current)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                    {
+                        peak = peak.max(n);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                peak
+            }
+        });
+        Pids {
+            stop,
+            sampler,
+            dir,
+            limit,
+        }
+    }
+
+    /// The figures in words; fails if a fork was refused.
+    fn finish(self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let peak = self.sampler.join().unwrap();
+        let events = std::fs::read_to_string(self.dir.join("pids.events")).unwrap_or_default();
+        let refused: u64 = events
+            .lines()
+            .find_map(|l| l.strip_prefix("max "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert_eq!(
+            refused, 0,
+            "the server's pids limit ({}) refused {refused} forks during the examples",
+            self.limit
+        );
+        format!(
+            "server's task count across the examples: peak {peak} sampled every 20 ms (limit {}), \
+             forks refused by the limit: {refused}",
+            self.limit
+        )
     }
 }
 
@@ -504,12 +575,16 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
     let ref_first = started.elapsed();
 
     let options = ["-r", release.as_str()];
+    let pids = Mutex::new(Some(Pids::watch(&env)));
     let tally = compare(
         &examples,
         &|ex| in_reference(&reference, &options, ex),
         &|ex| through_server(port, &client, &server_work, &options, ex),
         (server_first, ref_first),
-        &|| vec![memory_peak(&env)],
+        &|| {
+            let pids = pids.lock().unwrap().take().expect("once");
+            vec![memory_peak(&env), pids.finish()]
+        },
         "conformance.txt",
     );
     if std::env::var("STAP_CONFORMANCE").is_err() {
