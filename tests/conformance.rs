@@ -598,28 +598,6 @@ fn systemtap_examples_compile_through_the_server_as_in_the_reference() {
     env.expect(&["stop"], 0);
 }
 
-/// The examples tried against an arm64 server: of the default set, those that compile for
-/// arm64 with no debuginfo (23 of 49 in the reference here; the others need DWARF and fail
-/// alike in both), one or more of each category, in CI time.
-const ARM64_SET: &[&str] = &[
-    "general/helloworld",
-    "general/regex",
-    "general/stopwatches",
-    "interrupt/interrupts-by-dev",
-    "io/iostats",
-    "io/switchfile",
-    "memory/mmreclaim",
-    "network/dropwatch",
-    "network/tcp_connections",
-    "process/forktracker",
-    "process/schedtimes",
-    "process/syscalls_by_proc",
-    "profiling/sched_switch",
-    "profiling/topsys",
-    "lwtools/execsnoop-nd",
-    "security-band-aids/cve-2016-5195",
-];
-
 /// The same examples for arm64: an arm64 server of the arm64 headers of the installed
 /// kernel's version (scripts/test-prerequisites.sh unpacks them to /usr/src), asked with
 /// `-a arm64` by the stock client, against the arm64 image's own stap cross-compiling for
@@ -631,7 +609,7 @@ fn systemtap_examples_compile_for_arm64_as_in_the_reference() {
     let root = examples_dir();
     let (tree, kernel_release) = foreign_tree("arm64");
     let tree = tree.to_str().unwrap();
-    let examples = examples(&root, ARM64_SET);
+    let examples = examples(&root, common::NO_DEBUGINFO_EXAMPLES);
 
     let env = Env::new("conform-arm64");
     let (ref_work, server_work) = (env.path("reference"), env.path("server"));
