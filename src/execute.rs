@@ -7,7 +7,7 @@
 //! that: the container of each name to be made (`create_and_wait`), the ports taken
 //! ([`Executor::start`]), a server found running that went down (`settle`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,8 @@ pub struct Executor {
     reach: Reach,
     /// On a swarm, its nodes and their trees (surveyed when the action may start servers).
     pub inventory: Option<Inventory>,
+    /// By name: the id of the tenant's network that servers are attached to.
+    networks: BTreeMap<String, String>,
 }
 
 impl Executor {
@@ -87,6 +89,7 @@ impl Executor {
             stap: trust::client(),
             reach: |addr| connects(addr).boxed(),
             inventory: None,
+            networks: BTreeMap::new(),
         }
     }
 
@@ -300,7 +303,13 @@ impl Executor {
             stream::iter(prepared.iter().zip(locks).map(|(p, lock)| {
                 let engine = engine.clone();
                 let cleanup = cleanup.clone();
-                async move { create_and_wait(&engine, p, lock, &cleanup, lock_dir, reach).await }
+                let network = self
+                    .networks
+                    .get(&body::network_name(&p.spec.tenant))
+                    .cloned();
+                async move {
+                    create_and_wait(&engine, p, network, lock, &cleanup, lock_dir, reach).await
+                }
             }))
             .buffered(CONCURRENCY)
             .collect()
@@ -379,8 +388,9 @@ impl Executor {
                 // The engine does not refuse a second network of the same name: creating it
                 // is once-only work, like the certificate.
                 let lock = lock::Lock::wait(self.lock_dir(), &network).await?;
-                self.engine.ensure_network(&network, &p.spec.tenant).await?;
+                let id = self.engine.ensure_network(&network, &p.spec.tenant).await?;
                 drop(lock);
+                self.networks.insert(network, id);
                 self.ensure_certificate(p, &volume, None).await?;
             }
         }
@@ -594,6 +604,7 @@ impl Cleanup {
 async fn create_and_wait(
     engine: &Engine,
     p: &Prepared,
+    network: Option<String>,
     mut lock: Option<lock::Lock>,
     cleanup: &Cleanup,
     lock_dir: &Path,
@@ -619,6 +630,10 @@ async fn create_and_wait(
                 body::container_body(&p.spec, &p.tree, p.who, "cli", p.host_port, &p.host_name);
             if let Some(node) = &p.node {
                 body = body::on_swarm(body, p.who, &node.id);
+            }
+            // The tenant's network by id: a second of its name never makes it ambiguous.
+            if let (Some(id), Some(host)) = (network, body.host_config.as_mut()) {
+                host.network_mode = Some(id);
             }
             // The request runs as a task of its own, so that an interrupt can wait for the
             // engine's answer before it removes what the engine made.
@@ -868,6 +883,42 @@ mod tests {
         exec.stap = None;
         exec.reach = |_| async { true }.boxed();
         (exec, fake)
+    }
+
+    #[tokio::test]
+    async fn the_oldest_of_two_networks_of_the_tenants_name_is_kept_and_used_by_id() {
+        let fake = Arc::new(Fake::default());
+        let engine = Engine::over(fake.clone(), false);
+        let name = body::network_name("default");
+        let ours: HashMap<String, String> = crate::labels::ownership("default", "cli")
+            .into_iter()
+            .collect();
+        // None: made.
+        let made = engine.ensure_network(&name, "default").await.unwrap();
+        assert!(
+            fake.take_calls()
+                .contains(&Call::CreateNetwork(name.clone()))
+        );
+        // A second of the name (a killed manager's late one): the first stays, the second goes.
+        let late = fake.add_network(&name, ours.clone());
+        assert_eq!(engine.ensure_network(&name, "default").await.unwrap(), made);
+        let calls = fake.take_calls();
+        assert!(calls.contains(&Call::RemoveNetwork(late)), "{calls:?}");
+        assert!(!calls.contains(&Call::CreateNetwork(name.clone())));
+        // One of that name that is not ours is refused, never used.
+        let other = crate::labels::ownership("other", "cli")
+            .into_iter()
+            .collect();
+        fake.add_network(&name, other);
+        assert!(engine.ensure_network(&name, "default").await.is_err());
+
+        // Servers are attached by the id.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut exec, fake) = executor(dir.path());
+        fake.add_network(&name, ours);
+        fake.take_calls();
+        assert!(exec.make(&[], &[prepared(&spec("a"))]).await.unwrap());
+        assert_eq!(exec.networks[&name], "net-0001");
     }
 
     #[tokio::test]

@@ -51,8 +51,19 @@ fn every_server_is_hardened_by_default() {
     );
     assert_eq!(host["ReadonlyRootfs"], true);
     assert_eq!(host["Privileged"], false);
+    // The tenant's network, attached by its id.
     let network = host["NetworkMode"].as_str().unwrap();
-    assert_eq!(network, format!("stap-server-{}", env.tenant));
+    let name = format!("stap-server-{}", env.tenant);
+    let id = docker(&["network", "inspect", "-f", "{{.Id}}", &name]);
+    assert_eq!(
+        network,
+        String::from_utf8_lossy(&id.stdout).trim(),
+        "{name}"
+    );
+    assert!(
+        c["NetworkSettings"]["Networks"][&name].is_object(),
+        "{name}"
+    );
     assert!(
         host["Tmpfs"]["/tmp"]
             .as_str()

@@ -13,7 +13,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     DownloadFromContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    InspectNetworkOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveImageOptions, StartContainerOptions,
     StopContainerOptionsBuilder, WaitContainerOptions,
 };
@@ -23,7 +23,7 @@ use futures_util::stream::{BoxStream, TryStreamExt};
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::io::ReaderStream;
 
-use super::{Api, BuildLine, EngineError, Labels, Op, SERVER_EVENTS, Source, Volume};
+use super::{Api, BuildLine, EngineError, Labels, Network, Op, SERVER_EVENTS, Source, Volume};
 use crate::error::{Error, Result};
 use crate::labels;
 
@@ -332,13 +332,27 @@ impl Api for Bollard {
         .boxed()
     }
 
-    fn network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Labels>, EngineError>> {
+    fn networks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Network>, EngineError>> {
         async move {
+            // The engine's name filter matches parts of names: the exact ones are kept.
+            let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+            let options = ListNetworksOptionsBuilder::default()
+                .filters(&filters)
+                .build();
             self.docker
-                .inspect_network(name, None::<InspectNetworkOptions>)
+                .list_networks(Some(options))
                 .await
-                .map(|n| n.labels)
-                .map_err(failed(Op::InspectNetwork(name.into())))
+                .map(|list| {
+                    list.into_iter()
+                        .filter(|n| n.name.as_deref() == Some(name))
+                        .map(|n| Network {
+                            id: n.id.unwrap_or_default(),
+                            labels: n.labels.unwrap_or_default(),
+                            created: n.created.unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .map_err(failed(Op::ListNetworks(name.into())))
         }
         .boxed()
     }
@@ -347,7 +361,7 @@ impl Api for Bollard {
         &'a self,
         name: &'a str,
         labels: Labels,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
         async move {
             let request = NetworkCreateRequest {
                 name: name.into(),
@@ -358,8 +372,18 @@ impl Api for Bollard {
             self.docker
                 .create_network(request)
                 .await
-                .map(drop)
+                .map(|n| n.id)
                 .map_err(failed(Op::CreateNetwork(name.into())))
+        }
+        .boxed()
+    }
+
+    fn remove_network<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            self.docker
+                .remove_network(id)
+                .await
+                .map_err(failed(Op::RemoveNetwork(id.into())))
         }
         .boxed()
     }

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
-use super::{Api, BuildLine, EngineError, Labels, Op, Source, Volume};
+use super::{Api, BuildLine, EngineError, Labels, Network, Op, Source, Volume};
 use crate::body::SERVER_PORT;
 
 /// The host port every running container publishes its server on.
@@ -33,7 +33,10 @@ struct State {
     containers: BTreeMap<String, Container>,
     images: HashMap<String, Labels>,
     volumes: HashMap<String, Volume>,
-    networks: HashMap<String, Labels>,
+    /// By name and id.
+    networks: BTreeMap<(String, String), Labels>,
+    /// Networks made so far (their ids' numbers).
+    made_networks: usize,
     /// What reading a path in any container gives.
     files: HashMap<String, Vec<u8>>,
 }
@@ -104,12 +107,14 @@ impl Fake {
         );
     }
 
-    pub fn add_network(&self, name: &str, labels: Labels) {
-        self.state
-            .lock()
-            .unwrap()
-            .networks
-            .insert(name.into(), labels);
+    /// Adds a network of `name` (another, where one of that name exists, as the engine
+    /// does); returns its id, which orders the networks by age.
+    pub fn add_network(&self, name: &str, labels: Labels) -> String {
+        let mut state = self.state.lock().unwrap();
+        state.made_networks += 1;
+        let id = format!("net-{:04}", state.made_networks);
+        state.networks.insert((name.into(), id.clone()), labels);
+        id
     }
 
     /// A file every container holds at `path`, for reads through the engine.
@@ -376,22 +381,41 @@ impl Api for Fake {
         async move { Ok(volume) }.boxed()
     }
 
-    fn network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Labels>, EngineError>> {
-        self.record(Op::InspectNetwork(name.into()));
-        let found = self.state.lock().unwrap().networks.get(name).cloned();
-        let result = found
-            .map(Some)
-            .ok_or_else(|| not_found(Op::InspectNetwork(name.into())));
-        async move { result }.boxed()
+    fn networks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Network>, EngineError>> {
+        self.record(Op::ListNetworks(name.into()));
+        let found = self
+            .state
+            .lock()
+            .unwrap()
+            .networks
+            .iter()
+            .filter(|(n, _)| n.0 == name)
+            .map(|((_, id), labels)| Network {
+                id: id.clone(),
+                labels: labels.clone(),
+                created: id.clone(),
+            })
+            .collect();
+        async move { Ok(found) }.boxed()
     }
 
     fn create_network<'a>(
         &'a self,
         name: &'a str,
         labels: Labels,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
         self.record(Op::CreateNetwork(name.into()));
-        self.add_network(name, labels);
+        let id = self.add_network(name, labels);
+        async move { Ok(id) }.boxed()
+    }
+
+    fn remove_network<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.record(Op::RemoveNetwork(id.into()));
+        self.state
+            .lock()
+            .unwrap()
+            .networks
+            .retain(|(_, i), _| i != id);
         async move { Ok(()) }.boxed()
     }
 

@@ -68,8 +68,10 @@ pub enum Op {
     Events(String),
     InspectVolume(String),
     CreateVolume(String),
-    InspectNetwork(String),
+    /// The networks of a name.
+    ListNetworks(String),
     CreateNetwork(String),
+    RemoveNetwork(String),
     InspectImage(String),
     BuildImage(String),
     ImportImage(String),
@@ -94,8 +96,9 @@ impl std::fmt::Display for Op {
             Op::Events(_) => write!(f, "the engine's event stream failed"),
             Op::InspectVolume(name) => write!(f, "cannot inspect volume {name}"),
             Op::CreateVolume(name) => write!(f, "cannot create volume {name}"),
-            Op::InspectNetwork(name) => write!(f, "cannot inspect network {name}"),
+            Op::ListNetworks(name) => write!(f, "cannot list the networks named {name}"),
             Op::CreateNetwork(name) => write!(f, "cannot create network {name}"),
+            Op::RemoveNetwork(id) => write!(f, "cannot remove network {id}"),
             Op::InspectImage(image) => write!(f, "cannot inspect image {image}"),
             Op::BuildImage(image) => write!(f, "cannot build image {image}"),
             Op::ImportImage(image) => write!(f, "cannot import image {image}"),
@@ -119,6 +122,15 @@ pub struct EngineError {
 pub struct Volume {
     pub labels: Labels,
     pub mountpoint: String,
+}
+
+/// A network as the engine lists it.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    pub id: String,
+    pub labels: Labels,
+    /// When the engine made it (RFC 3339).
+    pub created: String,
 }
 
 /// One item of an image build's progress.
@@ -178,13 +190,15 @@ pub trait Api: Send + Sync {
         name: &'a str,
         labels: Labels,
     ) -> BoxFuture<'a, Result<Volume, EngineError>>;
-    /// A network's labels.
-    fn network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Labels>, EngineError>>;
+    /// The networks named exactly `name` (the engine does not refuse a second of a name).
+    fn networks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Network>, EngineError>>;
+    /// Creates a network; returns its id.
     fn create_network<'a>(
         &'a self,
         name: &'a str,
         labels: Labels,
-    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    ) -> BoxFuture<'a, Result<String, EngineError>>;
+    fn remove_network<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     /// An image's labels.
     fn image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<Labels, EngineError>>;
     /// Builds `image` from a tar `context` holding a Dockerfile.
@@ -539,19 +553,33 @@ impl Engine {
         }
     }
 
-    /// Creates the tenant's bridge network unless it exists; one of that name that is not the
-    /// tenant's (by its labels) is refused, never used.
-    pub async fn ensure_network(&self, name: &str, tenant: &str) -> Result<()> {
-        if let Ok(labels) = self.api.network(name).await {
-            return owned("network", name, tenant, labels.as_ref());
+    /// The tenant's bridge network, made unless it exists; returns its id. One of that name
+    /// that is not the tenant's (by its labels) is refused, never used. The engine does not
+    /// refuse a second network of a name, and a manager killed while the engine made one can
+    /// leave it to appear after the next manager looked and made its own: of several of
+    /// ours, the oldest is the one, and the others are removed where nothing uses them.
+    /// Servers are attached by id, so one left in use never makes the name ambiguous.
+    pub async fn ensure_network(&self, name: &str, tenant: &str) -> Result<String> {
+        let mut found = self.api.networks(name).await?;
+        if found.is_empty() {
+            let labels = labels::ownership(tenant, "cli").into_iter().collect();
+            self.api.create_network(name, labels).await?;
+            found = self.api.networks(name).await?;
         }
-        let labels = labels::ownership(tenant, "cli").into_iter().collect();
-        match self.api.create_network(name, labels).await {
-            Ok(()) => Ok(()),
-            // Another manager made it between our look and our create.
-            Err(e) if e.status == Some(409) => Ok(()),
-            Err(e) => Err(e.into()),
+        for n in &found {
+            owned("network", name, tenant, Some(&n.labels))?;
         }
+        found.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        let Some(one) = found.first() else {
+            return Err(Error::Invalid(format!(
+                "network {name} was removed as it was made"
+            )));
+        };
+        for extra in &found[1..] {
+            // In use by a server attached to it by id: it stays, harmlessly.
+            let _ = self.api.remove_network(&extra.id).await;
+        }
+        Ok(one.id.clone())
     }
 
     /// Creates a labelled volume unless it exists; returns its host mount point.

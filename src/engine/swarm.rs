@@ -31,7 +31,7 @@ use futures_util::stream::{self, BoxStream, TryStreamExt};
 use futures_util::{FutureExt, StreamExt};
 
 use super::docker::{Bollard, failed};
-use super::{Api, BuildLine, EngineError, Labels, Op, Source, Volume};
+use super::{Api, BuildLine, EngineError, Labels, Network, Op, Source, Volume};
 use crate::body::SERVER_PORT;
 use crate::error::{Error, Result};
 use crate::labels;
@@ -969,10 +969,10 @@ impl Api for Swarm {
         .boxed()
     }
 
-    fn network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Labels>, EngineError>> {
+    fn networks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<Network>, EngineError>> {
         async move {
             Err(unsupported(
-                Op::InspectNetwork(name.into()),
+                Op::ListNetworks(name.into()),
                 "a network look-up",
             ))
         }
@@ -983,11 +983,21 @@ impl Api for Swarm {
         &'a self,
         name: &'a str,
         _labels: Labels,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
         async move {
             Err(unsupported(
                 Op::CreateNetwork(name.into()),
                 "making a network",
+            ))
+        }
+        .boxed()
+    }
+
+    fn remove_network<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            Err(unsupported(
+                Op::RemoveNetwork(id.into()),
+                "removing a network",
             ))
         }
         .boxed()
