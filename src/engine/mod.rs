@@ -562,20 +562,16 @@ impl Engine {
     pub async fn ensure_network(&self, name: &str, tenant: &str) -> Result<String> {
         let mut found = self.api.networks(name).await?;
         if found.is_empty() {
+            // Ours by its labels; a second one made meanwhile goes at the next look.
             let labels = labels::ownership(tenant, "cli").into_iter().collect();
-            self.api.create_network(name, labels).await?;
-            found = self.api.networks(name).await?;
+            return Ok(self.api.create_network(name, labels).await?);
         }
         for n in &found {
             owned("network", name, tenant, Some(&n.labels))?;
         }
         found.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
-        let Some(one) = found.first() else {
-            return Err(Error::Invalid(format!(
-                "network {name} was removed as it was made"
-            )));
-        };
-        for extra in &found[1..] {
+        let (one, extras) = found.split_first().expect("not empty");
+        for extra in extras {
             // In use by a server attached to it by id: it stays, harmlessly.
             let _ = self.api.remove_network(&extra.id).await;
         }
