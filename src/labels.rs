@@ -44,10 +44,12 @@ pub const SURVEY_STARTED: &str = "io.stap-server.survey.started";
 
 /// Label filters that select a tenant's servers (for list calls and events).
 pub fn tenant_filter(tenant: &str) -> HashMap<String, Vec<String>> {
-    HashMap::from([(
-        "label".to_string(),
-        vec![format!("{MANAGED}=true"), format!("{TENANT}={tenant}")],
-    )])
+    HashMap::from([("label".to_string(), tenant_labels(tenant))])
+}
+
+/// The labels (`KEY=VALUE`) every object of the tenant's carries.
+pub fn tenant_labels(tenant: &str) -> Vec<String> {
+    vec![format!("{MANAGED}=true"), format!("{TENANT}={tenant}")]
 }
 
 /// Label filters that select the running containers of ours, of any tenant, whose log goes to

@@ -19,8 +19,8 @@ use bollard::models::{
 use futures_util::future::join_all;
 
 use crate::buildtree::{self, BuildTree, Reported};
-use crate::engine::Engine;
 use crate::engine::swarm::NodeInfo;
+use crate::engine::{Engine, Op};
 use crate::error::{Error, Result};
 use crate::labels;
 
@@ -255,12 +255,12 @@ pub fn stale_survey(
 /// mid-survey leaves its job behind). Only services with our ownership labels, the tenant's
 /// and a survey's labels are looked at. Best effort: a failure is logged, the survey goes on.
 async fn remove_stale_surveys(swarm: &crate::engine::swarm::Swarm, tenant: &str, here: &Maker) {
-    let filter = vec![
-        format!("{}=true", labels::MANAGED),
-        format!("{}={tenant}", labels::TENANT),
-        labels::SURVEY_PID.to_string(),
-    ];
-    let services = match swarm.services_labelled(filter).await {
+    let mut filter = labels::tenant_labels(tenant);
+    filter.push(labels::SURVEY_PID.to_string());
+    let services = match swarm
+        .services_labelled(filter, Op::List(tenant.into()))
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list earlier surveys");

@@ -180,10 +180,12 @@ impl Swarm {
         Ok(Some(took))
     }
 
-    /// The services that carry every one of `labels` (`KEY=VALUE` or `KEY`).
+    /// The services that carry every one of `labels` (`KEY=VALUE` or `KEY`); a failure is
+    /// `op`'s.
     pub async fn services_labelled(
         &self,
         labels: Vec<String>,
+        op: Op,
     ) -> std::result::Result<Vec<bollard::models::Service>, EngineError> {
         let options = ListServicesOptionsBuilder::default()
             .filters(&HashMap::from([("label".to_string(), labels)]))
@@ -191,7 +193,7 @@ impl Swarm {
         self.docker()
             .list_services(Some(options))
             .await
-            .map_err(failed(Op::List("services".into())))
+            .map_err(failed(op))
     }
 
     /// The tasks of one service, newest first.
@@ -770,14 +772,9 @@ impl Api for Swarm {
         tenant: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ContainerSummary>, EngineError>> {
         async move {
-            let options = ListServicesOptionsBuilder::default()
-                .filters(&labels::tenant_filter(tenant))
-                .build();
             let services = self
-                .docker()
-                .list_services(Some(options))
-                .await
-                .map_err(failed(Op::List(tenant.into())))?;
+                .services_labelled(labels::tenant_labels(tenant), Op::List(tenant.into()))
+                .await?;
             if services.is_empty() {
                 return Ok(Vec::new());
             }
